@@ -1,0 +1,111 @@
+"""Gathers the notebooks' results fragments into ``results.json`` and ``RESULTS.md``.
+
+Each notebook writes ``<figures>/results/<name>.json`` (:meth:`rlcv_lib.notebook.Context.finish`);
+this module merges them into one machine-readable file (one entry per reported number: task,
+metric, MLE value, tuned value, the paper's values, preset, seed, commit) and its table for people.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from rlcv_lib.notebook import git_commit
+
+
+def machine_description() -> str:
+    """E.g. ``Linux x86_64, 2 CPU cores, 23.4 GiB, jax cpu``."""
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        mem_s = f", {mem:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        mem_s = ""
+    try:
+        import jax  # noqa: PLC0415 - optional and slow to import
+
+        backend = f", jax {jax.default_backend()}"
+        if jax.default_backend() != "cpu":
+            backend += f" ({jax.devices()[0].device_kind} x{jax.device_count()})"
+    except ImportError:
+        backend = ""
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores{mem_s}{backend}"
+
+
+def load_fragments(figures: Path) -> list[dict[str, Any]]:
+    paths = sorted((figures / "results").glob("*.json"))
+    return [json.loads(p.read_text()) for p in paths]
+
+
+def collect(figures: Path, order: list[str] | None = None,
+            timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Builds the ``results.json`` document from the fragments under ``figures``.
+
+    Args:
+      order: notebook names in manifest order (fragments of other notebooks are dropped).
+      timings: wall-clock seconds per notebook as measured by the runner (papermill included).
+    """
+    fragments = {f["notebook"]: f for f in load_fragments(figures)}
+    names = order if order is not None else sorted(fragments)
+    missing = [n for n in names if n not in fragments]
+    if missing:
+        raise FileNotFoundError(f"no results fragment for notebooks {missing} in {figures}")
+    chosen = [fragments[n] for n in names]
+    presets = sorted({f["preset"] for f in chosen})
+    seeds = sorted({f["seed"] for f in chosen})
+    entries = []
+    for f in chosen:
+        for e in f["entries"]:
+            entries.append({**e, "preset": f["preset"], "seed": f["seed"], "commit": f["commit"]})
+    return {
+        "preset": presets[0] if len(presets) == 1 else presets,
+        "seed": seeds[0] if len(seeds) == 1 else seeds,
+        "commit": git_commit(),
+        "machine": machine_description(),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "notebooks": [{"name": f["notebook"], "seconds": (timings or {}).get(f["notebook"],
+                                                                             f["seconds"]),
+                       "figures": f["figures"], "commit": f["commit"]} for f in chosen],
+        "entries": entries,
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    lines = [
+        "# Results",
+        "",
+        f"Produced by `make reproduce PRESET={doc['preset']}` at commit `{doc['commit']}`, "
+        f"seed {doc['seed']}, on {doc['machine']}, {doc['date']}.",
+        "Machine-readable: `results.json` beside this file. Paper values are the paper's own "
+        "numbers on the real datasets; ours are on the scenes world unless the preset is `paper`.",
+        "",
+        "| task | metric | MLE | tuned | value | paper MLE | paper tuned | notebook | note |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for e in doc["entries"]:
+        cells = [e["task"], e["metric"], *(_fmt(e.get(k)) for k in
+                 ("mle", "tuned", "value", "paper_mle", "paper_tuned")), e["notebook"],
+                 e.get("note", "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| notebook | seconds | figures |", "|---|---|---|"]
+    for nb in doc["notebooks"]:
+        lines.append(f"| {nb['name']} | {nb['seconds']:.0f} | {', '.join(nb['figures'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(figures: Path, order: list[str] | None = None,
+          timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Writes ``results.json`` and ``RESULTS.md`` into ``figures``; returns the document."""
+    doc = collect(figures, order, timings)
+    (figures / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (figures / "RESULTS.md").write_text(to_markdown(doc))
+    return doc
