@@ -1,0 +1,170 @@
+"""The scenes generator: determinism, annotations consistent with pixels, statistics, errors."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from rlcv_lib import config
+from rlcv_lib.data import palette, scenes
+
+CPU = scenes.WORLD_PRESETS["cpu"]
+WORLDS = {
+    "smoke": scenes.WORLD_PRESETS["smoke"],
+    "cpu": CPU,
+    "crowded96": dataclasses.replace(CPU, image_size=96, max_objects=25,
+                                     thing_classes=scenes.THING_CLASSES),
+    "flat": dataclasses.replace(CPU, texture_strength=0.0, noise_std=0.0, outline=False),
+}
+SETTINGS = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_same_seed_same_scene_and_different_seeds_differ():
+    a = scenes.example(CPU, "validation", 7)
+    b = scenes.example(CPU, "validation", 7)
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert scenes.annotation_hash(a) == scenes.annotation_hash(b)
+    others = [scenes.example(CPU, "validation", 8), scenes.example(CPU, "test", 7),
+              scenes.example(dataclasses.replace(CPU, world_seed=1), "validation", 7)]
+    for o in others:
+        assert scenes.annotation_hash(o) != scenes.annotation_hash(a)
+        assert not np.array_equal(o["image"], a["image"])
+
+
+@SETTINGS
+@given(world=st.sampled_from(sorted(WORLDS)), split=st.sampled_from(list(scenes.SPLITS)),
+       index=st.integers(0, 10 ** 6))
+def test_annotations_match_the_panoptic_map(world, split, index):
+    cfg = WORLDS[world]
+    ex = scenes.example(cfg, split, index)
+    n = cfg.image_size
+    pan, segs = ex["panoptic"], ex["segments"]
+    assert ex["image"].shape == (n, n, 3) and ex["image"].dtype == np.uint8
+    assert pan.shape == (n, n) and pan.dtype == np.int32
+    assert ex["boxes"].dtype == np.float32 and ex["labels"].dtype == np.int32
+    k = len(ex["labels"])
+    assert ex["boxes"].shape == (k, 4)
+    assert ex["image_id"] == scenes.image_id(split, index)
+    # segment infos match the map: same id set, areas, bboxes; things first, in box order
+    ids = sorted(s["id"] for s in segs)
+    assert ids == sorted(set(np.unique(pan).tolist()) - {0})
+    min_px = scenes.min_visible_pixels(cfg)
+    cats = {c["id"]: c for c in scenes.categories(cfg)}
+    things = [s for s in segs if s["isthing"]]
+    assert len(things) == k
+    for s in segs:
+        mask = pan == s["id"]
+        assert s["area"] == mask.sum() >= min_px
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert s["bbox"] == [cols[0], rows[0], cols[-1] - cols[0] + 1, rows[-1] - rows[0] + 1]
+        assert cats[s["category_id"]]["isthing"] == s["isthing"] == int(s["is_thing"])
+    # every box is the tight box of its instance's visible pixels (pixel-edge convention)
+    for box, label, s in zip(ex["boxes"], ex["labels"], things, strict=True):
+        assert s["category_id"] == label + 1
+        x, y, w, h = s["bbox"]
+        np.testing.assert_allclose(box, [y / n, x / n, (y + h) / n, (x + w) / n], atol=1e-6)
+    assert np.all((ex["boxes"] >= 0) & (ex["boxes"] <= 1))
+    assert len(ex["captions"]) == 5 and all(isinstance(c, str) for c in ex["captions"])
+
+
+def test_occlusion_and_visibility_rule():
+    """Some painted things end up hidden or partly covered; hidden ones are never annotated."""
+    hidden = occluded = 0
+    for i in range(200):
+        sc = scenes.generate(CPU, "train", i)
+        hidden += sc.painted - len(sc.things)
+        for t in sc.things:
+            y0, x0, y1, x1 = t.bbox
+            occluded += t.area < 0.5 * (y1 - y0 + 1) * (x1 - x0 + 1)
+    assert hidden > 0 and occluded > 0
+
+
+def test_cpu_world_is_crowded_and_spans_sizes():
+    counts, buckets = [], {"small": 0, "medium": 0, "large": 0}
+    for i in range(400):
+        sc = scenes.generate(CPU, "validation", i)
+        counts.append(len(sc.things))
+        for t in sc.things:
+            buckets[scenes.size_bucket(t.area, 64, 64)] += 1
+    counts = np.array(counts)
+    assert counts.max() >= 12 - 1 and counts.min() == 0
+    assert np.mean(counts >= 8) >= 0.2
+    total = sum(buckets.values())
+    assert all(b / total > 0.1 for b in buckets.values()), buckets
+
+
+def test_area_thresholds_scale_coco():
+    s, lg = scenes.area_thresholds(480, 640)
+    assert (s, lg) == pytest.approx((32 ** 2, 96 ** 2))
+    s64, lg64 = scenes.area_thresholds(64, 64)
+    assert s64 == pytest.approx(1024 * 4096 / 307200)
+    assert scenes.size_bucket(13, 64, 64) == "small" and scenes.size_bucket(123, 64, 64) == "large"
+    assert scenes.coco_area_ranges(64, 64)[2] == [s64, lg64]
+
+
+def test_palette_has_several_hues_per_grey_level_and_muted_keeps_luma():
+    for level in palette.GREY_LEVELS:
+        hues = palette.COLOR_IS_VIVID & (palette.COLOR_LEVEL == level)
+        if hues.any():
+            assert hues.sum() >= 3
+    for i, name in enumerate(palette.COLOR_NAMES):
+        for muted in (False, True):
+            rgb = palette.thing_rgb(i, muted)
+            assert palette.luma(rgb) == pytest.approx(palette.COLOR_LEVEL[i], abs=1e-5), name
+    red = palette.color_index("red")
+    sat = np.ptp(palette.thing_rgb(red, True)) / np.ptp(palette.thing_rgb(red, False))
+    assert sat == pytest.approx(palette.MUTED_SATURATION)
+    with pytest.raises(ValueError, match="unknown colour 'teal'"):
+        palette.color_index("teal")
+
+
+def test_every_shape_class_is_drawable_and_distinct():
+    g = np.linspace(-1.1, 1.1, 41, dtype=np.float32)
+    u, v = np.meshgrid(g, g)
+    masks = {name: scenes.shape_mask(name, u, v) for name in scenes.THING_CLASSES}
+    for name, m in masks.items():
+        assert 0.1 < m.mean() < 0.9, name
+    for a in masks:
+        for b in masks:
+            if a < b:
+                assert (masks[a] != masks[b]).mean() > 0.05, (a, b)
+
+
+def test_categories_coco_layout():
+    cats = scenes.categories(CPU)
+    assert [c["id"] for c in cats] == list(range(1, len(cats) + 1))
+    assert [c["name"] for c in cats if c["isthing"]] == list(CPU.thing_classes)
+    assert [c["name"] for c in cats if not c["isthing"]] == list(CPU.stuff_classes)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"image_size": 4}, "image_size must be in"),
+    ({"max_objects": -1}, "max_objects must be >= 0"),
+    ({"min_objects": 5, "max_objects": 2}, "min_objects"),
+    ({"thing_classes": ("circle", "hexagon")}, "unknown thing_classes \\['hexagon'\\]"),
+    ({"stuff_classes": ("lava",)}, "unknown stuff_classes"),
+    ({"size_range": (0.5, 0.1)}, "size_range"),
+    ({"muted_prob": 1.5}, "muted_prob"),
+])
+def test_invalid_configs_say_what_is_wrong(change, message):
+    with pytest.raises(ValueError, match=message):
+        dataclasses.replace(CPU, **change)
+
+
+def test_bad_split_and_index():
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        scenes.generate(CPU, "val", 0)
+    with pytest.raises(ValueError, match="index must be >= 0"):
+        scenes.generate(CPU, "train", -1)
+
+
+def test_registered_as_world_section():
+    cfg = config.get_config("cpu", {"world.image_size": 96})
+    assert isinstance(cfg.world, scenes.WorldConfig) and cfg.world.image_size == 96
+    assert config.get_config("smoke").world == scenes.WORLD_PRESETS["smoke"]
+    with pytest.raises(ValueError, match="image_size"):
+        config.get_config("cpu", {"world.image_size": 1000})
+    assert scenes.config_hash(CPU) != scenes.config_hash(WORLDS["flat"])
