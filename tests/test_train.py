@@ -1,0 +1,189 @@
+"""The training loop: exact resume, NaN stop with a good checkpoint kept, history, no per-step
+sync. A tiny MLP regression with a noisy target (so the per-step rng matters) stands in for
+the real models; its step has the shape of ``rlcv_lib.steps``."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from rlcv_lib import checkpoint, optim, train
+from rlcv_lib.history import read
+
+CFG = dataclasses.replace(train.TRAIN_PRESETS["smoke"], lr=3e-2, warmup_steps=2,
+                          grad_accum_steps=2, batch_size=8, num_steps=4)
+
+
+class MLP(nnx.Module):
+    def __init__(self, seed: int):
+        rngs = nnx.Rngs(seed)
+        self.l1 = nnx.Linear(4, 16, rngs=rngs)
+        self.l2 = nnx.Linear(16, 1, rngs=rngs)
+
+    def __call__(self, x):  # [B, 4] -> [B]
+        return self.l2(jax.nn.gelu(self.l1(x)))[:, 0]
+
+
+@nnx.jit
+def mse_step(model, optimizer, batch, rng):
+    noise = 0.1 * jax.random.normal(rng, batch["y"].shape)
+
+    def loss_fn(m):
+        return jnp.mean((m(batch["x"]) - batch["y"] - noise) ** 2)
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return {"loss": loss, "target_mean": jnp.mean(batch["y"])}
+
+
+def batch_fn(index: int, size: int = 4) -> dict:
+    rng = np.random.default_rng([7, index])
+    x = rng.normal(size=(size, 4)).astype(np.float32)
+    return {"x": x, "y": np.sin(x).sum(-1).astype(np.float32)}
+
+
+def make(seed: int = 0, cfg=CFG):
+    model = MLP(seed)
+    return model, optim.make_optimizer(model, cfg)
+
+
+def params(model) -> list[np.ndarray]:
+    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
+
+
+def test_resume_is_exact(tmp_path):
+    kw = dict(seed=3, log_every=2, progress=False, steps_per_update=2)
+    model, opt = make()
+    full = train.fit(model, opt, mse_step, batch_fn, num_steps=8, workdir=tmp_path / "a",
+                     ckpt_every=3, **kw)
+    # Stopped after 3 steps (mid-accumulation: MultiSteps holds a partial gradient sum)...
+    m1, o1 = make()
+    train.fit(m1, o1, mse_step, batch_fn, num_steps=3, workdir=tmp_path / "b", **kw)
+    # ... and resumed in a fresh process-like state: other init, nothing shared.
+    m2, o2 = make(seed=99)
+    res = train.fit(m2, o2, mse_step, batch_fn, num_steps=8, workdir=tmp_path / "b", **kw)
+    assert res.start_step == 3 and res.step == 8
+    for a, b in zip(params(model), params(m2), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(o2.step.value) == int(opt.step.value) == 8
+    def strip(records):
+        return {r["step"]: {k: v for k, v in r.items() if k not in ("time", "steps_per_s")}
+                for r in records}
+
+    resumed, uncut = strip(read(tmp_path / "b" / "history.jsonl")), strip(full.history.records())
+    assert sorted(resumed) == [2, 3, 4, 6, 8]  # 3: the end of the first call
+    # Identical records, except for the log interval that the interruption cut (steps 3-4).
+    assert [resumed[s] for s in (2, 6, 8)] == [uncut[s] for s in (2, 6, 8)]
+    # A finished run resumes to its end and trains nothing.
+    m3, o3 = make(seed=5)
+    again = train.fit(m3, o3, mse_step, batch_fn, num_steps=8, workdir=tmp_path / "b", **kw)
+    assert again.start_step == 8 and again.last_metrics == res.last_metrics
+    np.testing.assert_array_equal(params(m3)[0], params(model)[0])
+
+
+def test_resume_without_checkpoint_differs(tmp_path):
+    """Control for the test above: a fresh start from another init does not end equal."""
+    model, opt = make()
+    train.fit(model, opt, mse_step, batch_fn, num_steps=4, progress=False)
+    m2, o2 = make(seed=99)
+    train.fit(m2, o2, mse_step, batch_fn, num_steps=4, progress=False)
+    assert not np.allclose(params(model)[0], params(m2)[0])
+
+
+def test_history_records_and_eval(tmp_path):
+    model, opt = make()
+    calls = []
+
+    def eval_fn(m, step):
+        calls.append(step)
+        val = batch_fn(10**6)
+        return {"val_mse": float(jnp.mean((m(val["x"]) - val["y"]) ** 2))}
+
+    res = train.fit(model, opt, mse_step, batch_fn, num_steps=5, log_every=2, eval_fn=eval_fn,
+                    eval_every=4, eval_at_start=True, progress=False, workdir=tmp_path)
+    assert calls == [0, 4, 5]
+    recs = read(tmp_path / "history.jsonl")
+    assert [(r["kind"], r["step"]) for r in recs] == [
+        ("eval", 0), ("train", 2), ("train", 4), ("eval", 4), ("train", 5), ("eval", 5)]
+    # A train record is the mean over its interval: steps 3 and 4 here.
+    means = np.mean([np.sin(batch_fn(i)["x"]).sum(-1).mean() for i in (2, 3)])
+    assert recs[2]["target_mean"] == pytest.approx(means, rel=1e-5)
+    assert {"loss", "time", "steps_per_s"} <= set(recs[1])
+    assert res.history.column("val_mse", kind="eval")[0].tolist() == [0, 4, 5]
+
+
+def test_metrics_fetched_only_at_check_steps(monkeypatch):
+    fetches = []
+    real = jax.device_get
+    monkeypatch.setattr(train.jax, "device_get", lambda x: fetches.append(len(x)) or real(x))
+    model, opt = make()
+    train.fit(model, opt, mse_step, batch_fn, num_steps=7, log_every=3, progress=False)
+    assert fetches == [3, 3, 1]  # steps 1-3, 4-6, 7: one fetch per log interval
+
+
+def nan_batch_fn(index: int) -> dict:
+    batch = batch_fn(index)
+    if index == 4:  # step 5
+        batch["y"][0] = np.inf
+    return batch
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    model, opt = make()
+    with pytest.raises(train.NonFiniteLossError) as err:
+        train.fit(model, opt, mse_step, nan_batch_fn, num_steps=10, log_every=3, ckpt_every=2,
+                  workdir=tmp_path, progress=False)
+    e = err.value
+    assert (e.step, e.window, e.last_good_step) == (5, (5, 6), 4)
+    msg = str(e)
+    assert "loss is inf at step 5" in msg or "loss is nan at step 5" in msg
+    assert "steps 5..6" in msg and "last good checkpoint is step 4" in msg
+    assert not np.isfinite(params(model)[0]).all()  # the live model is poisoned...
+    # ... the checkpoint of step 4 is not, and equals a clean 4-step run.
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints").all_steps() == [2, 4]
+    m2, o2 = make(seed=1)
+    assert checkpoint.restore(tmp_path / "checkpoints", m2, o2) == 4
+    ref, ref_opt = make()
+    train.fit(ref, ref_opt, mse_step, batch_fn, num_steps=4, progress=False)
+    for a, b in zip(params(m2), params(ref), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nonfinite_params_are_not_checkpointed(tmp_path):
+    """A host-side step (Python between jitted parts) that poisons the parameters but
+    reports a finite loss: the checkpoint is refused."""
+
+    def step(model, optimizer, batch, rng):
+        loss = mse_step(model, optimizer, batch, rng)["loss"]
+        if int(optimizer.step.value) == 4:  # after the update of step 4
+            model.l1.kernel.value = model.l1.kernel.value * jnp.nan
+        return {"loss": float(loss)}
+
+    model, opt = make(cfg=dataclasses.replace(CFG, grad_accum_steps=1))
+    with pytest.raises(train.NonFiniteLossError, match="parameters became non-finite by step 4"):
+        train.fit(model, opt, step, batch_fn, num_steps=6, log_every=4, ckpt_every=2,
+                  workdir=tmp_path, progress=False)
+    assert checkpoint.Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
+
+
+def test_fit_kwargs_scale_with_accumulation():
+    kw = train.fit_kwargs(CFG)
+    assert kw["num_steps"] == CFG.num_steps * 2 and kw["steps_per_update"] == 2
+    assert kw["log_every"] == CFG.log_every * 2
+    with pytest.raises(ValueError, match="batch_size 9 is not divisible"):
+        train.fit_kwargs(dataclasses.replace(CFG, batch_size=9))
+
+
+def test_train_section_is_registered():
+    from rlcv_lib.config import get_config
+
+    cfg = get_config("smoke", {"train.lr": 0.5}, sections=("train",))
+    assert isinstance(cfg.train, train.TrainConfig) and cfg.train.lr == 0.5
+    for table in (train.TRAIN_PRESETS, train.TUNE_PRESETS):
+        assert set(table) == {"smoke", "cpu", "gpu", "paper"}
+    paper = train.TUNE_PRESETS["paper"]
+    assert (paper.lr, paper.warmup_steps, paper.schedule, paper.batch_size, paper.num_steps) == (
+        1e-6, 4000, "constant", 128, 30000)
