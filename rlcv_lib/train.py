@@ -164,8 +164,10 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
       eval_fn: ``(model, step) -> {name: scalar}`` (e.g. validation metric, KL to the initial
         model), run every ``eval_every`` steps (0: only at the end) and recorded with
         ``kind="eval"``; also at step 0 if ``eval_at_start`` (and not resuming).
-      ckpt_every: steps between checkpoints (0: only at the end); needs ``workdir``.
-      resume: continue from the latest checkpoint in ``workdir`` if there is one.
+      ckpt_every: steps between checkpoints (0: only at the end); without a ``workdir``
+        there are no checkpoints.
+      resume: continue from the latest checkpoint in ``workdir`` if there is one (False:
+        refuse a workdir that holds checkpoints).
       mesh: data-parallel mesh (:mod:`rlcv_lib.parallel`): state is replicated over it and
         each batch's array leaves are sharded on their leading axis. None: leave placement
         to JAX (one device).
@@ -179,14 +181,15 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
     if num_steps < 0 or log_every < 1:
         raise ValueError(f"need num_steps >= 0 and log_every >= 1, got {num_steps}, {log_every}")
     workdir = None if workdir is None else Path(workdir)
-    if workdir is None and ckpt_every:
-        raise ValueError("ckpt_every needs a workdir to write checkpoints to")
     t0 = time.perf_counter()
     ckpt = (checkpoint.Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints)
             if workdir is not None else None)
     try:
         start = 0
-        if ckpt is not None and resume and ckpt.latest_step() is not None:
+        if ckpt is not None and ckpt.latest_step() is not None:
+            if not resume:
+                raise FileExistsError(f"{ckpt.directory} already holds checkpoints "
+                                      f"{ckpt.all_steps()}; use another workdir or resume=True")
             start = ckpt.restore(model, optimizer)
         if start > num_steps:
             raise ValueError(f"{workdir} holds a checkpoint at step {start}, beyond "

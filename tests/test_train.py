@@ -187,3 +187,11 @@ def test_train_section_is_registered():
     paper = train.TUNE_PRESETS["paper"]
     assert (paper.lr, paper.warmup_steps, paper.schedule, paper.batch_size, paper.num_steps) == (
         1e-6, 4000, "constant", 128, 30000)
+
+
+def test_fresh_start_refuses_a_used_workdir(tmp_path):
+    model, opt = make()
+    train.fit(model, opt, mse_step, batch_fn, num_steps=2, workdir=tmp_path, progress=False)
+    with pytest.raises(FileExistsError, match=r"already holds checkpoints \[2\]"):
+        train.fit(model, opt, mse_step, batch_fn, num_steps=4, workdir=tmp_path, resume=False,
+                  progress=False)
