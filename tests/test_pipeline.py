@@ -140,3 +140,25 @@ def test_disk_cache_is_keyed_atomic_and_shared_by_concurrent_builders(tmp_path):
     loaded = memory.load(str(tmp_path / entries[0]))
     assert isinstance(loaded.arrays["image"], np.memmap)
     assert scenes.annotation_hash(loaded[23]) == want
+
+
+def test_concat_and_parallel_generation_equal_serial():
+    serial = memory.generate_split(WORLD, "train", 300)
+    parallel = memory.generate_split(WORLD, "train", 300, workers=2)
+    for name, arr in serial.arrays.items():
+        np.testing.assert_array_equal(np.asarray(parallel.arrays[name]), np.asarray(arr), name)
+
+
+def test_open_source_by_name():
+    from rlcv_lib.data import sources
+
+    src = sources.open_source("scenes", "validation", world=WORLD, size=8)
+    lazy = sources.open_source("scenes", "validation", world=WORLD, lazy=True)
+    assert len(src) == 8 and len(lazy) == WORLD.validation_size
+    assert scenes.annotation_hash(src[3]) == scenes.annotation_hash(lazy[3])
+    with pytest.raises(ValueError, match="unknown dataset name 'coco/2014'"):
+        sources.open_source("coco/2014", "train")
+    with pytest.raises(ValueError, match="needs world="):
+        sources.open_source("scenes", "train")
+    with pytest.raises(ValueError, match="unknown split 'valid'"):
+        sources.open_source("scenes", "valid", world=WORLD)
