@@ -162,3 +162,41 @@ def test_open_source_by_name():
         sources.open_source("scenes", "train")
     with pytest.raises(ValueError, match="unknown split 'valid'"):
         sources.open_source("scenes", "valid", world=WORLD)
+
+
+def test_in_memory_path_needs_neither_tfds_nor_pil_nor_coco_tools():
+    """The GPU image has jax but no TFDS, PIL, pycocotools or pycocoevalcap."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow_datasets", "tensorflow", "PIL",
+                                          "pycocotools", "pycocoevalcap", "matplotlib"):
+                    raise ImportError("blocked " + name)
+        sys.meta_path.insert(0, Block())
+        import dataclasses
+        from rlcv_lib.data import pipeline, scenes, sources
+        w = dataclasses.replace(scenes.WORLD_PRESETS["smoke"], validation_size=16)
+        src = sources.open_source("scenes", "validation", world=w)
+        b = pipeline.Loader(src, 8, image_size=48, patch_size=8).batch(1)
+        assert b["image"].shape == (8, 48, 48, 3), b["image"].shape
+        assert not any(m.startswith(("tensorflow", "PIL")) for m in sys.modules)
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_numpy_resize_matches_pil_closely():
+    from PIL import Image
+
+    img = scenes.example(WORLD, "train", 3)["image"]
+    for size in (48, 64):
+        ours = pipeline._resize_bilinear_numpy(img, size).astype(int)
+        pil = np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR)).astype(int)
+        assert np.abs(ours - pil).mean() < 3

@@ -62,11 +62,27 @@ def step_indices(step: int, global_batch: int, n: int, seed: int,
 
 
 def _resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Bilinear resize of uint8 [H, W, 3] to [size, size, 3] (PIL, else NumPy)."""
     if image.shape[0] == size and image.shape[1] == size:
         return image
-    from PIL import Image
-
+    try:
+        from PIL import Image
+    except ImportError:  # the GPU image may lack PIL
+        return _resize_bilinear_numpy(image, size)
     return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def _resize_bilinear_numpy(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    ys = np.clip((np.arange(size) + 0.5) * h / size - 0.5, 0, h - 1)
+    xs = np.clip((np.arange(size) + 0.5) * w / size - 0.5, 0, w - 1)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    im = image.astype(np.float32)
+    top = im[y0][:, x0] * (1 - fx) + im[y0][:, x1] * fx
+    bottom = im[y1][:, x0] * (1 - fx) + im[y1][:, x1] * fx
+    return np.round(top * (1 - fy) + bottom * fy).clip(0, 255).astype(np.uint8)
 
 
 def _resize_nearest(ids: np.ndarray, size: int) -> np.ndarray:
