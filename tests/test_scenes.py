@@ -168,3 +168,19 @@ def test_registered_as_world_section():
     with pytest.raises(ValueError, match="image_size"):
         config.get_config("cpu", {"world.image_size": 1000})
     assert scenes.config_hash(CPU) != scenes.config_hash(WORLDS["flat"])
+
+
+GOLDEN = {  # (world version, cpu preset, validation index) -> annotation hash
+    (2, 0): "27bfb5d39f91d8900b4f6a26a4c8e4b5b5184014b47e85354c57132d7cd278c2",
+    (2, 1): "c2f3484f7d518e3dbd33189d4579b4eec01e2618d485ff51b6ff67a567572c1e",
+}
+
+
+def test_world_version_is_bumped_when_the_world_changes():
+    """If this fails, generated scenes changed (code, preset or NumPy's random streams):
+    bump WORLD_VERSION (every cache key includes it) and record the new hashes here."""
+    for (version, index), want in GOLDEN.items():
+        if version != scenes.WORLD_VERSION:
+            pytest.fail(f"WORLD_VERSION is {scenes.WORLD_VERSION}: record its golden hashes")
+        got = scenes.annotation_hash(scenes.example(CPU, "validation", index))
+        assert got == want, "the scenes world changed without a WORLD_VERSION bump"

@@ -35,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from rlcv_lib.config import ConfigError
 from rlcv_lib.data import captions as captions_lib
 from rlcv_lib.data import palette
 
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 """Bumped whenever generated pixels or annotations change; part of every cache key."""
 
 THING_CLASSES: tuple[str, ...] = (
@@ -105,7 +106,7 @@ class WorldConfig:
 
 def _validate(cfg: WorldConfig) -> None:
     def bad(msg: str) -> None:
-        raise ValueError(f"invalid WorldConfig: {msg}")
+        raise ConfigError(f"invalid WorldConfig: {msg}")
 
     if not 8 <= cfg.image_size <= 512:
         bad(f"image_size must be in [8, 512], got {cfg.image_size}")
@@ -146,7 +147,7 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
     "cpu": WorldConfig(image_size=64, thing_classes=(
         "circle", "ring", "square", "frame", "triangle", "star")),
     # One GPU: larger, all eight classes, more clutter and smaller objects.
-    "gpu": WorldConfig(image_size=128, train_size=200_000, validation_size=2048,
+    "gpu": WorldConfig(image_size=128, train_size=100_000, validation_size=2048,
                        test_size=2000, max_objects=20, size_range=(0.03, 0.35)),
     # The paper trains on real COCO; this is the largest world for comparison runs.
     "paper": WorldConfig(image_size=256, train_size=200_000, validation_size=5000,
@@ -227,18 +228,21 @@ _STUFF_BASE: dict[str, list[list[int]]] = {
 }
 
 
+def _interp_matrix(size: int, cells: int) -> np.ndarray:
+    """[size, cells + 1] linear-interpolation weights from ``cells + 1`` knots to ``size``."""
+    pos = np.linspace(0, cells, size, dtype=np.float32)
+    lo = np.minimum(pos.astype(int), cells - 1)
+    frac = pos - lo
+    m = np.zeros((size, cells + 1), np.float32)
+    m[np.arange(size), lo] = 1 - frac
+    m[np.arange(size), lo + 1] = frac
+    return m
+
+
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Bilinearly upsampled uniform noise in [-1, 1], [h, w] (soft blobs ``cells`` across)."""
     grid = rng.uniform(-1, 1, (cells + 1, cells + 1)).astype(np.float32)
-    ys = np.linspace(0, cells, h, dtype=np.float32)
-    xs = np.linspace(0, cells, w, dtype=np.float32)
-    y0 = np.minimum(ys.astype(int), cells - 1)
-    x0 = np.minimum(xs.astype(int), cells - 1)
-    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
-    g00, g01 = grid[y0][:, x0], grid[y0][:, x0 + 1]
-    g10, g11 = grid[y0 + 1][:, x0], grid[y0 + 1][:, x0 + 1]
-    return (g00 * (1 - fy) * (1 - fx) + g01 * (1 - fy) * fx
-            + g10 * fy * (1 - fx) + g11 * fy * fx)
+    return _interp_matrix(h, cells) @ grid @ _interp_matrix(w, cells).T
 
 
 def _stuff_texture(name: str, rng: np.random.Generator, n: int, strength: float) -> np.ndarray:
@@ -413,12 +417,15 @@ def _paint_things(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
         window = image[y0:y1, x0:x1]
         window[mask] = rgb
         if cfg.outline and min(hy, hx) >= 2.5:
-            p = np.pad(mask, 1)
-            interior = p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
+            interior = mask.copy()  # the window extends past the shape, except at image edges
+            interior[1:] &= mask[:-1]
+            interior[:-1] &= mask[1:]
+            interior[:, 1:] &= mask[:, :-1]
+            interior[:, :-1] &= mask[:, 1:]
             window[mask & ~interior] = 0.55 * rgb
         owner[y0:y1, x0:x1][mask] = slot + 1
         painted.append({"slot": slot + 1, "label": label, "name": name, "muted": muted,
-                        "color": palette.COLOR_NAMES[color]})
+                        "color": palette.COLOR_NAMES[color], "window": (y0, x0, y1, x1)})
     return painted
 
 
@@ -443,35 +450,40 @@ def generate(cfg: WorldConfig, split: str, index: int) -> Scene:
     owner = np.zeros((n, n), np.int32)
     painted = _paint_things(cfg, rng_things, image, owner)
     if cfg.noise_std > 0:
-        image += rng_stuff.normal(0, cfg.noise_std, image.shape).astype(np.float32)
+        image += cfg.noise_std * rng_stuff.standard_normal(image.shape, dtype=np.float32)
     image_u8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
-    panoptic = np.zeros((n, n), np.int32)
+    # One code per pixel: thing slot 1..max_objects, else max_objects + 1 + stuff band.
+    first_band = cfg.max_objects + 1
+    code = np.where(owner > 0, owner, first_band + bands)
+    areas = np.bincount(code.ravel(), minlength=first_band + len(stuff_names))
+    lut = np.zeros(len(areas), np.int32)  # code -> segment id (0 = void)
     things: list[Thing] = []
-    areas = np.bincount(owner.ravel(), minlength=cfg.max_objects + 1)
     seg = 0
     for p in painted:
         area = int(areas[p["slot"]])
         if area < min_px:
             continue
-        mask = owner == p["slot"]
         seg += 1
-        panoptic[mask] = seg
+        lut[p["slot"]] = seg
+        y0, x0 = p["window"][:2]
+        wy0, wx0, wy1, wx1 = _pixel_box(owner[p["window"][0]:p["window"][2],
+                                              p["window"][1]:p["window"][3]] == p["slot"])
         things.append(Thing(label=p["label"], name=p["name"], color=p["color"],
                             muted=p["muted"], segment_id=seg, area=area,
-                            bbox=_pixel_box(mask)))
+                            bbox=(y0 + wy0, x0 + wx0, y0 + wy1, x0 + wx1)))
     stuff: list[Stuff] = []
-    background = owner == 0
     for b, name in enumerate(stuff_names):
-        mask = background & (bands == b)
-        area = int(mask.sum())
+        area = int(areas[first_band + b])
         if area < min_px:
             continue
         seg += 1
-        panoptic[mask] = seg
-        stuff.append(Stuff(name=name, segment_id=seg, area=area, bbox=_pixel_box(mask),
+        lut[first_band + b] = seg
+        stuff.append(Stuff(name=name, segment_id=seg, area=area,
+                           bbox=_pixel_box(code == first_band + b),
                            category_id=len(cfg.thing_classes) + cfg.stuff_classes.index(name)
                            + 1))
+    panoptic = lut[code]
     mentions = [captions_lib.Mention(t.name, t.color, size_bucket(t.area, n, n), t.bbox)
                 for t in things]
     caps = captions_lib.describe(mentions, [s.name for s in stuff], rng_text)
