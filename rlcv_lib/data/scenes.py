@@ -23,6 +23,18 @@ Conventions (DESIGN §7):
 * **Size buckets** scale with the image: COCO's small/medium/large limits (32², 96² pixels) are
   taken relative to COCO's typical 640×480 image, i.e. small < 0.333% and large ≥ 3% of the
   image area (:func:`area_thresholds`). At 64×64: small < 13.7 px, large ≥ 122.9 px.
+  Evaluate with ``COCOeval.params.areaRng = coco_area_ranges(H, W)`` so AP small/medium/
+  large mean what they mean on COCO at any resolution.
+
+Difficulty is a set of :class:`WorldConfig` knobs, so the world can leave the headroom the
+paper's MLE models had (REFERENCE.md: a 4-class world of flat shapes saturates at mAP 91):
+more ``thing_classes`` (pairs that differ in detail: circle/ring, square/frame), a wider
+``size_range`` towards small objects, more ``max_objects`` (crowding, occlusion),
+``texture_strength`` and ``noise_std`` (clutter), ``muted_prob`` (dull colours), no
+``outline``. The cpu preset keeps what makes localization learnable on a 2-core CPU: 64×64
+images, six classes, a dark one-pixel rim that separates each thing from the textured stuff,
+sizes of 3-26 px with about 18% small things, and 0..12 things per image (about a third of
+the images with 8 or more; hidden things are not annotated).
 """
 
 from __future__ import annotations
