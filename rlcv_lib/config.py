@@ -63,6 +63,7 @@ RUN_PRESETS: dict[str, RunConfig] = {
 # section name -> (module, dataclass name, presets table name). Sections are imported lazily.
 SECTIONS: dict[str, tuple[str, str, str]] = {
     "run": ("rlcv_lib.config", "RunConfig", "RUN_PRESETS"),
+    "model": ("rlcv_lib.models", "ModelConfig", "MODEL_PRESETS"),
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
     "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),
 }
