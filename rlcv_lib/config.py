@@ -64,6 +64,7 @@ RUN_PRESETS: dict[str, RunConfig] = {
 SECTIONS: dict[str, tuple[str, str, str]] = {
     "run": ("rlcv_lib.config", "RunConfig", "RUN_PRESETS"),
     "model": ("rlcv_lib.models", "ModelConfig", "MODEL_PRESETS"),
+    "rl": ("rlcv_lib.reinforce", "RLConfig", "RL_PRESETS"),
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
     "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),
 }
