@@ -77,6 +77,18 @@ def check(text, things, stuff):
             assert plural == (n != 1), text
         nps[i] = np_
         claims += 1
+    settings = [(tuple(p.split()), s) for s, ps in cap.STUFF_SETTINGS.items() for p in ps]
+    for k in range(len(words)):
+        for phrase, where in settings:
+            if tuple(words[k:k + len(phrase)]) != phrase:
+                continue
+            for det, size, colour, shape, _, _ in nps.values():
+                found = matches(things, size, colour, shape)
+                if det in ("a", "an"):
+                    assert any(t.ground == where for t in found), (text, where)
+                elif found:
+                    assert all(t.ground == where for t in found), (text, where)
+                claims += 1
     ends = {np_[4]: i for i, np_ in nps.items()}
     k = 0
     while k < len(words):
@@ -102,7 +114,7 @@ def check(text, things, stuff):
 
 def mentions(sc):
     n = sc.panoptic.shape[0]
-    return [cap.Mention(t.name, t.color, scenes.size_bucket(t.area, n, n), t.bbox)
+    return [cap.Mention(t.name, t.color, scenes.size_bucket(t.area, n, n), t.bbox, t.ground)
             for t in sc.things]
 
 

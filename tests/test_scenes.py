@@ -171,8 +171,8 @@ def test_registered_as_world_section():
 
 
 GOLDEN = {  # (world version, cpu preset, validation index) -> annotation hash
-    (2, 0): "27bfb5d39f91d8900b4f6a26a4c8e4b5b5184014b47e85354c57132d7cd278c2",
-    (2, 1): "c2f3484f7d518e3dbd33189d4579b4eec01e2618d485ff51b6ff67a567572c1e",
+    (3, 0): "8c47bdd8fdc56dab67ee9268911860044f597239584ea70905a92eb3193e5155",
+    (3, 1): "a823f05c97cd0a1632e602c000b60fc09f85c32a43dd55a63fb277948dadbb7f",
 }
 
 

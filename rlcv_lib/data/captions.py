@@ -11,6 +11,9 @@ unchanged). They talk only about annotated things and stuff (the minimum-visible
   holds when some thing matching A lies entirely left of (above) some thing matching B: their
   pixel boxes do not overlap along that axis;
 * a stuff word (``sky``, ``lawn``, ``beach`` ..) names a stuff region present in the image;
+* a setting (``on the grass``, ``in the sky``, ``over a lake`` ..) in a caption about things
+  says where they stand: the stuff under the box centre (``Mention.ground``) of every thing a
+  counted phrase counts, and of some thing an ``a``/``an`` phrase can mean;
 * size words use the COCO buckets of the visible area (``small``/``little``/``tiny`` = small,
   ``large``/``big`` = large).
 """
@@ -69,6 +72,7 @@ class Mention(NamedTuple):
     color: str
     size: str  # small | medium | large (COCO buckets of the visible area)
     bbox: tuple[int, int, int, int]  # inclusive pixel box (y0, x0, y1, x1)
+    ground: str = ""  # the stuff under the box centre
 
 
 def holds(relation: str, a: Mention, b: Mention) -> bool:
@@ -122,8 +126,11 @@ def _join(parts: Sequence[str]) -> str:
     return parts[0] if len(parts) == 1 else " ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _setting(rng, stuff: Sequence[str]) -> str:
-    return _pick(rng, STUFF_SETTINGS[_pick(rng, stuff)]) if stuff else ""
+def _setting(rng, stuff: Sequence[str], about: Sequence[Mention] | None = None) -> str:
+    """A setting phrase true of every thing in ``about`` (any present stuff if None);
+    "" when those things stand on different stuff."""
+    options = [s for s in stuff if about is None or all(t.ground == s for t in about)]
+    return _pick(rng, STUFF_SETTINGS[_pick(rng, options)]) if options else ""
 
 
 def _stuff_list(rng, stuff: Sequence[str]) -> str:
@@ -132,9 +139,10 @@ def _stuff_list(rng, stuff: Sequence[str]) -> str:
     return _join([_pick(rng, STUFF_NOUNS[s]) for s in order])
 
 
-def _with_setting(rng, text: str, stuff: Sequence[str], p: float = 0.5) -> str:
+def _with_setting(rng, text: str, stuff: Sequence[str], about: Sequence[Mention],
+                  p: float = 0.5) -> str:
     if stuff and rng.uniform() < p:
-        return f"{text} {_setting(rng, stuff)}"
+        return f"{text} {_setting(rng, stuff, about)}"
     return text
 
 
@@ -147,7 +155,7 @@ def _total(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
         return None
     gen = _noun(rng, None, plural=n != 1)
     num = NUMBER_WORDS[n]
-    setting = _setting(rng, stuff)
+    setting = _setting(rng, stuff, things)
     forms = [f"{num} {gen} {setting}", f"there {'is' if n == 1 else 'are'} {num} {gen} {setting}",
              f"a picture of {num} {gen} {setting}"]
     if stuff:
@@ -167,7 +175,8 @@ def _inventory(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
     text = _join(parts)
     if rng.uniform() < 0.3:
         text = f"there {'is' if counts[pick[0]] == 1 else 'are'} {text}"
-    return _with_setting(rng, text, stuff, 0.3)
+    about = [t for t in things if t.shape in {str(shapes[i]) for i in pick}]
+    return _with_setting(rng, text, stuff, about, 0.3)
 
 
 def _colour_counts(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
@@ -181,7 +190,8 @@ def _colour_counts(rng, things: list[Mention], stuff: Sequence[str]) -> str | No
         color, shape = keys[i]
         n = sum(t.color == color and t.shape == shape for t in things)
         parts.append(_count_phrase(rng, n, shape, color))
-    return _with_setting(rng, _join(parts), stuff, 0.4)
+    about = [t for t in things if (t.color, t.shape) in {keys[i] for i in pick}]
+    return _with_setting(rng, _join(parts), stuff, about, 0.4)
 
 
 def _relation(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
@@ -207,7 +217,7 @@ def _sizes(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
     k = min(len(sized), int(rng.integers(1, 3)))
     pick = rng.choice(len(sized), size=k, replace=False)
     return _with_setting(rng, _join([_a_phrase(rng, sized[i], 0.9, 1.0) for i in pick]),
-                         stuff, 0.3)
+                         stuff, [sized[i] for i in pick], 0.3)
 
 
 def _scene(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
@@ -216,8 +226,9 @@ def _scene(rng, things: list[Mention], stuff: Sequence[str]) -> str | None:
     k = min(len(things), int(rng.integers(1, 3)))
     pick = rng.choice(len(things), size=k, replace=False)
     objects = _join([_a_phrase(rng, things[i]) for i in pick])
-    if rng.uniform() < 0.5:
-        return f"{objects} {_setting(rng, stuff)}"
+    setting = _setting(rng, stuff, [things[i] for i in pick])
+    if setting and rng.uniform() < 0.5:
+        return f"{objects} {setting}"
     return f"{objects} with {_stuff_list(rng, stuff)} in the background"
 
 

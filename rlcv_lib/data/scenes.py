@@ -51,7 +51,7 @@ from rlcv_lib.config import ConfigError
 from rlcv_lib.data import captions as captions_lib
 from rlcv_lib.data import palette
 
-WORLD_VERSION = 2
+WORLD_VERSION = 3
 """Bumped whenever generated pixels or annotations change; part of every cache key."""
 
 THING_CLASSES: tuple[str, ...] = (
@@ -365,6 +365,8 @@ class Thing:
     area: int
     bbox: tuple[int, int, int, int]
     """Visible pixels' inclusive pixel box (y0, x0, y1, x1)."""
+    ground: str = ""
+    """The stuff class under the box centre (what captions say the thing stands on)."""
 
 
 @dataclasses.dataclass
@@ -398,6 +400,7 @@ def _paint_things(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
                   owner: np.ndarray) -> list[dict[str, Any]]:
     """Paints things into ``image`` (float [n,n,3]) and ``owner`` (int [n,n], slot+1)."""
     n = cfg.image_size
+    min_px = min_visible_pixels(cfg)
     count = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     weights = np.where(palette.COLOR_IS_VIVID, 1.0, cfg.neutral_weight)
     weights = weights / weights.sum()
@@ -424,7 +427,7 @@ def _paint_things(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
         c, s = np.cos(angle), np.sin(angle)
         u, v = (c * dx + s * dy) / hx, (-s * dx + c * dy) / hy
         mask = shape_mask(name, u, v)
-        if not mask.any():
+        if mask.sum() < min_px:  # too small to see even unoccluded: never painted
             continue
         window = image[y0:y1, x0:x1]
         window[mask] = rgb
@@ -481,9 +484,11 @@ def generate(cfg: WorldConfig, split: str, index: int) -> Scene:
         y0, x0 = p["window"][:2]
         wy0, wx0, wy1, wx1 = _pixel_box(owner[p["window"][0]:p["window"][2],
                                               p["window"][1]:p["window"][3]] == p["slot"])
+        box = (y0 + wy0, x0 + wx0, y0 + wy1, x0 + wx1)
         things.append(Thing(label=p["label"], name=p["name"], color=p["color"],
-                            muted=p["muted"], segment_id=seg, area=area,
-                            bbox=(y0 + wy0, x0 + wx0, y0 + wy1, x0 + wx1)))
+                            muted=p["muted"], segment_id=seg, area=area, bbox=box,
+                            ground=stuff_names[bands[(box[0] + box[2]) // 2,
+                                                     (box[1] + box[3]) // 2]]))
     stuff: list[Stuff] = []
     for b, name in enumerate(stuff_names):
         area = int(areas[first_band + b])
@@ -496,8 +501,8 @@ def generate(cfg: WorldConfig, split: str, index: int) -> Scene:
                            category_id=len(cfg.thing_classes) + cfg.stuff_classes.index(name)
                            + 1))
     panoptic = lut[code]
-    mentions = [captions_lib.Mention(t.name, t.color, size_bucket(t.area, n, n), t.bbox)
-                for t in things]
+    mentions = [captions_lib.Mention(t.name, t.color, size_bucket(t.area, n, n), t.bbox,
+                                     t.ground) for t in things]
     caps = captions_lib.describe(mentions, [s.name for s in stuff], rng_text)
     return Scene(image=image_u8, panoptic=panoptic, things=things, stuff=stuff,
                  painted=len(painted), captions=caps, image_id=image_id(split, index))
