@@ -33,7 +33,7 @@ more ``thing_classes`` (pairs that differ in detail: circle/ring, square/frame),
 ``texture_strength`` and ``noise_std`` (clutter), ``muted_prob`` (dull colours), no
 ``outline``. The cpu preset keeps what makes localization learnable on a 2-core CPU: 64×64
 images, six classes, a dark one-pixel rim that separates each thing from the textured stuff,
-sizes of 3-26 px with about 18% small things, and 0..12 things per image (about a third of
+sizes of 3-26 px with about 17% small things, and 0..12 things per image (about 31% of
 the images with 8 or more; hidden things are not annotated).
 """
 
