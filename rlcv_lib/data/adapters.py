@@ -64,7 +64,9 @@ def coco_without_tensorflow() -> bool:
         return False
     except ImportError:
         pass
-    import tensorflow_datasets as tfds
+    from rlcv_lib.data.offline import tfds_offline
+
+    tfds = tfds_offline()
     from tensorflow_datasets.object_detection import coco
 
     if not tfds.__version__.startswith(TESTED_TFDS):
