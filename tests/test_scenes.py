@@ -68,6 +68,9 @@ def test_annotations_match_the_panoptic_map(world, split, index):
         np.testing.assert_allclose(box, [y / n, x / n, (y + h) / n, (x + w) / n], atol=1e-6)
     assert np.all((ex["boxes"] >= 0) & (ex["boxes"] <= 1))
     assert len(ex["captions"]) == 5 and all(isinstance(c, str) for c in ex["captions"])
+    again = scenes.example(cfg, split, index)  # determinism: same pixels, same annotations
+    np.testing.assert_array_equal(again["image"], ex["image"])
+    assert scenes.annotation_hash(again) == scenes.annotation_hash(ex)
 
 
 def test_occlusion_and_visibility_rule():
