@@ -29,3 +29,217 @@ Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this):
 * ``make_kl_fn(task, rl_cfg)`` -> ``fn(model, ref_model, batch, rng) -> jax scalar``: the KL to
   a reference (initial) model, for evaluation intervals.
 """
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from rlcv_lib import reinforce, sampling
+from rlcv_lib.reinforce import RLConfig
+from rlcv_lib.tasks import base
+
+Metrics = dict[str, jax.Array]
+
+
+def _check_model(model: nnx.Module, task: Any) -> None:
+    cfg = model.cfg
+    if cfg.vocab_size != task.vocab_size or cfg.max_len != task.max_len:
+        raise ValueError(f"model (vocab_size={cfg.vocab_size}, max_len={cfg.max_len}) does not "
+                         f"fit task {task.name!r} (vocab_size={task.vocab_size}, "
+                         f"max_len={task.max_len}); build it with models.build_model(cfg, task)")
+
+
+def _batch_arrays(batch: dict, *keys: str) -> list[jax.Array]:
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise KeyError(f"batch lacks {missing}; it has {sorted(batch)}")
+    return [jnp.asarray(batch[k]) for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------
+# MLE
+
+
+def mle_loss(model: nnx.Module, images: jax.Array, tokens: jax.Array,
+             spec: sampling.DecodeSpec) -> tuple[jax.Array, Metrics]:
+    """Teacher-forced cross-entropy under the task's mask, mean over valid target tokens
+    (up to and including EOS). ``tokens`` [B,L]."""
+    tf = sampling.teacher_forced(model, images, tokens[:, None], spec)
+    n_tok = jnp.maximum(tf.valid.sum(), 1)
+    loss = -tf.logprobs.sum() / n_tok
+    correct = (jnp.argmax(tf.log_softmax, -1) == tokens[:, None]) & tf.valid
+    disallowed = jnp.sum(jnp.isneginf(tf.logprobs))  # targets the mask forbids: a task bug
+    return loss, {"token_acc": correct.sum() / n_tok, "target_disallowed": disallowed}
+
+
+def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = None):
+    """``step(model, optimizer, batch, rng) -> metrics`` for maximum likelihood.
+
+    ``model_cfg``/``rl_cfg`` are accepted for a uniform signature; the MLE loss needs neither
+    (no dropout; temperature 1 under the task's mask, as in sampling)."""
+    base.check_task(task)
+    spec = sampling.DecodeSpec.for_task(task)
+
+    @nnx.jit
+    def update(model, optimizer, images, tokens):
+        grad_fn = nnx.value_and_grad(lambda m: mle_loss(m, images, tokens, spec), has_aux=True)
+        (loss, metrics), grads = grad_fn(model)
+        optimizer.update(model, grads)
+        return {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
+
+    def step(model, optimizer, batch, rng=None) -> Metrics:
+        _check_model(model, task)
+        images, tokens = _batch_arrays(batch, "image", "tokens")
+        return update(model, optimizer, images, tokens.astype(jnp.int32))
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Reward tuning
+
+
+def rl_spec(task: Any, rl_cfg: RLConfig) -> sampling.DecodeSpec:
+    """The sampling protocol of reward tuning (DESIGN §8)."""
+    return sampling.DecodeSpec.for_task(
+        task, num_samples=rl_cfg.num_samples, temperature=rl_cfg.temperature,
+        top_k=rl_cfg.top_k, top_p=rl_cfg.top_p, unroll=rl_cfg.unroll)
+
+
+def rl_loss(model, images, tokens, adv, weights, aux, spec, task, rl_cfg):
+    """REINFORCE loss (+ the task's auxiliary loss) of samples ``tokens`` [B,N,L]."""
+    tf = sampling.teacher_forced(model, images, tokens, spec)
+    mask = tf.valid
+    pmask = base.policy_mask(task, tokens)
+    if pmask is not None:
+        mask = mask & pmask
+    pg = reinforce.pg_loss(tf.logprobs, mask, adv, weights)
+    extra = base.aux_loss(task, tf.log_softmax, tokens, aux)
+    aux_l = jnp.zeros(()) if extra is None else extra
+    metrics = {"pg_loss": pg, "aux_loss": aux_l,
+               "entropy": reinforce.token_entropy(tf.log_softmax, tf.valid)}
+    return pg + rl_cfg.aux_weight * aux_l, metrics
+
+
+def make_rl_step(task: Any, rl_cfg: RLConfig):
+    """``step(model, optimizer, batch, rng) -> metrics`` for REINFORCE.
+
+    Jitted sampling (N per image, image encoded once) -> host reward ``task.reward`` ->
+    jitted advantages, loss and update. With ``rl_cfg.kl_coef > 0`` the parameters at the first
+    call are kept as the reference model of the KL penalty."""
+    base.check_task(task)
+    rl_cfg.validate()
+    spec = rl_spec(task, rl_cfg)
+    sample_fn = nnx.jit(lambda m, x, k: sampling.sample(m, x, k, spec))
+    greedy_fn = nnx.jit(lambda m, x: sampling.greedy(m, x, spec))
+    ref_logp_fn = nnx.jit(lambda m, x, t: sampling.teacher_forced(m, x, t, spec).logprobs)
+    ref: dict[str, nnx.Module] = {}
+
+    @nnx.jit
+    def update(model, optimizer, images, tokens, lengths, rewards, greedy_rewards, aux,
+               sample_logp, ref_logp):
+        if rl_cfg.kl_coef:
+            valid = sampling.valid_mask(tokens, spec.eos_id)
+            rewards = reinforce.kl_penalized(rewards, sample_logp, ref_logp, valid,
+                                             rl_cfg.kl_coef)
+        adv, weights = reinforce.advantages(rewards, rl_cfg, greedy_rewards)
+        grad_fn = nnx.value_and_grad(
+            lambda m: rl_loss(m, images, tokens, adv, weights, aux, spec, task, rl_cfg),
+            has_aux=True)
+        (loss, metrics), grads = grad_fn(model)
+        optimizer.update(model, grads)
+        trained = weights > 0
+        adv_t = jnp.where(trained, adv, 0.0)
+        n_t = jnp.maximum(trained.sum(), 1)
+        adv_mean = adv_t.sum() / n_t
+        adv_std = jnp.sqrt(jnp.sum(jnp.where(trained, (adv - adv_mean) ** 2, 0.0)) / n_t)
+        return {"loss": loss, "grad_norm": optax.global_norm(grads), "adv_mean": adv_mean,
+                "adv_std": adv_std, "sample_len": lengths.mean(), **metrics}
+
+    def step(model, optimizer, batch, rng) -> Metrics:
+        _check_model(model, task)
+        (images,) = _batch_arrays(batch, "image")
+        out = sample_fn(model, images, rng)
+        tokens = np.asarray(out.tokens)
+        rewards, aux = task.reward(tokens, batch, task.state)
+        rewards = np.asarray(rewards, np.float32)
+        if rewards.shape != tokens.shape[:2]:
+            raise ValueError(f"{task.name}.reward returned shape {rewards.shape}, expected "
+                             f"{tokens.shape[:2]} (B, N)")
+        scalars = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) == 0}
+        arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
+        greedy_r = None
+        if rl_cfg.baseline == "greedy":
+            g = np.asarray(greedy_fn(model, images).tokens)
+            greedy_r = jnp.asarray(task.reward(g, batch, task.state)[0], jnp.float32)[:, 0]
+        ref_logp = None
+        if rl_cfg.kl_coef:
+            if "model" not in ref:
+                ref["model"] = nnx.clone(model)
+            ref_logp = ref_logp_fn(ref["model"], images, out.tokens)
+        metrics = update(model, optimizer, images, out.tokens, out.lengths, jnp.asarray(rewards),
+                         greedy_r, arrays, out.logprobs, ref_logp)
+        metrics.update(reward_mean=jnp.asarray(rewards.mean()),
+                       reward_std=jnp.asarray(rewards.std()), **scalars)
+        if rl_cfg.kl_coef:
+            valid = np.asarray(sampling.valid_mask(out.tokens, spec.eos_id))
+            kl = np.sum((np.asarray(out.logprobs) - np.asarray(ref_logp)) * valid, -1).mean()
+            metrics["kl_sample"] = jnp.asarray(kl)
+        return metrics
+
+    return step
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation helpers
+
+
+def make_eval_fn(task: Any, method: str = "greedy", beam_size: int = 4):
+    """``fn(model, batch) -> tokens int32 [B,L]``: the decode rule shared by MLE and tuned
+    models (greedy under the task's mask, or the best beam)."""
+    spec = sampling.DecodeSpec.for_task(task)
+    if method == "greedy":
+        fn = nnx.jit(lambda m, x: sampling.greedy(m, x, spec).tokens[:, 0])
+    elif method == "beam":
+        fn = nnx.jit(lambda m, x: sampling.beam_search(m, x, spec, beam_size).tokens[:, 0])
+    else:
+        raise ValueError(f"method={method!r}: choose 'greedy' or 'beam'")
+
+    def eval_fn(model, batch):
+        _check_model(model, task)
+        return fn(model, _batch_arrays(batch, "image")[0])
+
+    return eval_fn
+
+
+def make_sample_fn(task: Any, rl_cfg: RLConfig | None = None, **spec_overrides):
+    """``fn(model, images, rng) -> SampleOutput`` with the RL protocol (or overrides, e.g.
+    ``top_p=0.9`` for pix2seq-style nucleus decoding)."""
+    spec = rl_spec(task, rl_cfg or RLConfig(num_samples=1, baseline="none"))
+    spec = dataclasses.replace(spec, **spec_overrides)
+    return nnx.jit(lambda m, x, k: sampling.sample(m, x, k, spec))
+
+
+def make_kl_fn(task: Any, rl_cfg: RLConfig):
+    """``fn(model, ref_model, batch, rng) -> KL`` (nats per sequence): exact per-position
+    KL(model ‖ ref) along N sequences sampled from ``model``, summed over valid positions."""
+    spec = rl_spec(task, rl_cfg)
+
+    @nnx.jit
+    def kl(model, ref_model, images, rng):
+        out = sampling.sample(model, images, rng, spec)
+        p = sampling.teacher_forced(model, images, out.tokens, spec)
+        q = sampling.teacher_forced(ref_model, images, out.tokens, spec)
+        return reinforce.token_kl(p.log_softmax, q.log_softmax, p.valid)
+
+    def kl_fn(model, ref_model, batch, rng):
+        return kl(model, ref_model, _batch_arrays(batch, "image")[0], rng)
+
+    return kl_fn
