@@ -67,6 +67,7 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "rl": ("rlcv_lib.reinforce", "RLConfig", "RL_PRESETS"),
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
     "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),
+    "detection": ("rlcv_lib.tasks.detection", "DetectionConfig", "DETECTION_PRESETS"),
 }
 
 

@@ -1,0 +1,188 @@
+"""The detection reward of "Tuning computer vision models with task rewards", vectorised NumPy.
+
+For one sample (S predicted slots) against its image's M ground-truth boxes, at an IoU
+threshold ``t``::
+
+    1. candidates: pairs with IoU > t, both boxes present, same class;
+    2. each prediction keeps its best candidate ground truth (highest IoU; first on ties);
+    3. each ground truth takes its best kept prediction (first on ties): it is *matched*;
+    4. a kept pair that its ground truth did not take is a *duplicate* (a second box on an
+       object that is already found). Unmatched false positives cost nothing.
+
+    reward_t = Σ_{matched g} w[class g] − nms_w · Σ_{duplicates p} w[class p]
+
+and the sample's reward is ``Σ_t W_t · reward_t`` over the thresholds 0.50:0.05:0.95 with the
+weights :func:`threshold_weights`: equal (default, the mean the paper describes) or, with
+``paper_compat=True``, the weights the released code really applies (1, 2, 2, 3, 2 tenths on IoU
+0.5, 0.6, 0.7, 0.85, 0.95; see :func:`threshold_weights`). ``paper_compat`` also takes the
+released IoU, whose denominator carries ``+1e-9``; the default IoU is exact (it equals
+``pycocotools.mask.iou``).
+
+Class weights (:func:`class_weights`): ``w_c ∝ 1 / (n_c + smooth · Σ n)`` from training-set class
+counts ``n``, rescaled to sum to the number of classes (rare classes weigh more).
+
+Confidence targets: ``match_iou[s]`` is the IoU of slot ``s`` with the ground truth it kept at
+``correct_thr`` (0.5), 0 if none. The released target gives a duplicate its full IoU
+(``conf_target="iou"``); ``conf_target="matched"`` gives duplicates 0, so a confident duplicate is
+taught to doubt itself. The task turns these into the confidence loss.
+
+Everything is [B, N, ...] arrays; the thresholds are one more leading axis, so a batch costs a
+handful of NumPy calls (no Python loop over images, samples or thresholds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+THRESHOLDS: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
+"""COCO's IoU thresholds, written as the released config writes them (literals, not arange)."""
+
+RELEASED_IOU_EPS = 1e-9
+"""The released IoU adds this to its denominator (``paper_compat`` uses it; default 0)."""
+
+
+class DetectionReward(NamedTuple):
+    reward: np.ndarray  # float64 [B,N]: Σ_t W_t reward_t
+    per_threshold: np.ndarray  # float64 [B,N,T]: reward_t
+    num_matches: np.ndarray  # int64 [B,N,T]: matched ground-truth boxes
+    num_duplicates: np.ndarray  # int64 [B,N,T]: duplicate predictions
+    nms_penalty: np.ndarray  # float64 [B,N,T]: class-weighted duplicates (before nms_w)
+    match_iou: np.ndarray  # float64 [B,N,S]: confidence target IoU of each slot
+
+
+def class_weights(counts: Sequence[float], smooth: float = 0.05) -> np.ndarray:
+    """float64 [C]: ``w_c ∝ 1/(n_c + smooth·Σn)``, rescaled to sum to C. All-zero counts (no
+    statistics) give equal weights 1."""
+    n = np.asarray(counts, np.float64)
+    if n.ndim != 1 or n.size == 0:
+        raise ValueError(f"class counts must be a non-empty vector, got shape {n.shape}")
+    if (n < 0).any() or not np.isfinite(n).all():
+        raise ValueError(f"class counts must be finite and >= 0, got {n.tolist()}")
+    if smooth < 0:
+        raise ValueError(f"smooth={smooth} must be >= 0")
+    if n.sum() == 0:
+        return np.ones_like(n)
+    w = 1.0 / (n + smooth * n.sum())
+    if not np.isfinite(w).all():
+        raise ValueError(f"a class with count 0 needs smooth > 0 (counts {n.tolist()})")
+    return len(n) * w / w.sum()
+
+
+def threshold_weights(thresholds: Sequence[float], paper_compat: bool = False) -> np.ndarray:
+    """float64 [T] weights of the per-threshold rewards in the final reward (sum 1).
+
+    Default: equal. ``paper_compat``: the released code stores each threshold's result under the
+    key ``f"{thr:0.1f}"`` (so 0.55 and 0.6 share "0.6", and the later one overwrites it), then
+    averages over all T thresholds by reading those keys. Replayed literally here: the result is
+    how often each threshold's own value is read, over T.
+    """
+    thresholds = [float(t) for t in thresholds]
+    n = len(thresholds)
+    if not paper_compat:
+        return np.full(n, 1.0 / n)
+    store: dict[str, int] = {}
+    for i, thr in enumerate(thresholds):
+        store[f"{thr:0.1f}"] = i  # the last threshold written under a key wins
+    reads = [store[f"{thr:0.1f}"] for thr in thresholds]  # the mean reads every key
+    return np.bincount(reads, minlength=n) / n
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray, eps: float = 0.0) -> np.ndarray:
+    """IoU [..., S, M] of boxes ``a`` [..., S, 4] and ``b`` [..., M, 4] (ymin, xmin, ymax, xmax;
+    leading axes broadcast). Areas are absolute values and intersections clipped at 0, so an
+    inverted or empty box has IoU 0 with everything. ``eps`` > 0 adds it to the denominator (the
+    released formula); ``eps=0`` is exact and a pair with empty union gets 0."""
+    a = np.asarray(a, np.float64)[..., :, None, :]
+    b = np.asarray(b, np.float64)[..., None, :, :]
+    ih = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    iw = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = ih * iw
+    area_a = np.abs((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]))
+    area_b = np.abs((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
+    union = area_a + area_b - inter
+    if eps:
+        return inter / (union + eps)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_present: np.ndarray,
+                     gt_boxes: np.ndarray, gt_labels: np.ndarray, weights: np.ndarray,
+                     thresholds: Sequence[float] = THRESHOLDS, nms_w: float = 0.3,
+                     correct_thr: float = 0.5, conf_target: str = "iou",
+                     paper_compat: bool = False) -> DetectionReward:
+    """The reward of every sample of a batch.
+
+    Args:
+      pred_boxes: float [B,N,S,4] normalised (ymin, xmin, ymax, xmax) of the S slots.
+      pred_labels: int [B,N,S] 0-based classes (any value where not present).
+      pred_present: bool [B,N,S] slots that hold a box.
+      gt_boxes: float [B,M,4]; gt_labels: int [B,M], < 0 marks padding (no box).
+      weights: float [C] class weights (:func:`class_weights`).
+      thresholds: IoU thresholds; ``correct_thr`` must be one of them.
+      nms_w: weight of the duplicate penalty.
+      conf_target: "iou" (released: duplicates keep their IoU) or "matched" (duplicates 0).
+      paper_compat: released threshold weighting and IoU epsilon.
+    """
+    pred_boxes = np.asarray(pred_boxes, np.float64)
+    gt_boxes = np.asarray(gt_boxes, np.float64)
+    b, n, s = np.shape(pred_present)
+    if pred_boxes.shape != (b, n, s, 4) or np.shape(pred_labels) != (b, n, s):
+        raise ValueError(f"pred_boxes {pred_boxes.shape} / pred_labels {np.shape(pred_labels)} "
+                         f"do not fit pred_present {(b, n, s)}")
+    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != b or gt_boxes.shape[2] != 4 \
+            or np.shape(gt_labels) != gt_boxes.shape[:2]:
+        raise ValueError(f"gt_boxes {gt_boxes.shape} / gt_labels {np.shape(gt_labels)} must be "
+                         f"[B={b},M,4] / [B,M]")
+    if conf_target not in ("iou", "matched"):
+        raise ValueError(f"conf_target={conf_target!r}: choose 'iou' or 'matched'")
+    thr = np.asarray([float(t) for t in thresholds])
+    hits = np.flatnonzero(thr == correct_thr)
+    if hits.size == 0:
+        raise ValueError(f"correct_thr={correct_thr} is not one of the thresholds {thr.tolist()}")
+    weights = np.asarray(weights, np.float64)
+    c = len(weights)
+    if gt_boxes.shape[1] == 0:  # no ground truth anywhere in the batch: one absent box
+        gt_boxes, gt_labels = np.zeros((b, 1, 4)), np.full((b, 1), -1)
+    m = gt_boxes.shape[1]
+
+    gt_labels = np.asarray(gt_labels)
+    gt_present = gt_labels >= 0  # [B,M]
+    if (gt_labels[gt_present] >= c).any():
+        raise ValueError(f"ground-truth labels {np.unique(gt_labels[gt_present]).tolist()} "
+                         f"outside the {c} classes")
+    pred_present = np.asarray(pred_present, bool)
+    p_lab = np.where(pred_present, np.asarray(pred_labels), 0).clip(0, c - 1)  # [B,N,S]
+    g_lab = np.where(gt_present, gt_labels, 0)  # [B,M]
+
+    eps = RELEASED_IOU_EPS if paper_compat else 0.0
+    iou = pairwise_iou(pred_boxes, gt_boxes[:, None], eps)  # [B,N,S,M]
+    ok = (pred_present[..., :, None] & gt_present[:, None, None, :]
+          & (p_lab[..., :, None] == g_lab[:, None, None, :]))  # [B,N,S,M]
+
+    cand = (iou > thr[:, None, None, None, None]) & ok  # [T,B,N,S,M]
+    iou_c = np.where(cand, iou, 0.0)
+    kept = cand & (np.arange(m) == iou_c.argmax(-1)[..., None])  # one GT per prediction
+    iou_k = np.where(kept, iou, 0.0)
+    taken = kept & (np.arange(s)[:, None] == iou_k.argmax(-2)[..., None, :])  # one per GT
+    matched_gt = taken.any(-2)  # [T,B,N,M]
+    dup = (kept & ~taken).any(-1)  # [T,B,N,S]
+
+    w_gt = weights[g_lab][:, None, :]  # [B,1,M]
+    w_pred = weights[p_lab]  # [B,N,S]
+    match_reward = np.sum(matched_gt * w_gt, -1)  # [T,B,N]
+    nms_penalty = np.sum(dup * w_pred, -1)
+    per_thr = np.moveaxis(match_reward - nms_w * nms_penalty, 0, -1)  # [B,N,T]
+
+    i = hits[0]
+    pairs = kept[i] if conf_target == "iou" else taken[i]
+    match_iou = np.sum(np.where(pairs, iou, 0.0), -1)  # [B,N,S]
+    return DetectionReward(
+        reward=per_thr @ threshold_weights(thr, paper_compat),
+        per_threshold=per_thr,
+        num_matches=np.moveaxis(matched_gt.sum(-1), 0, -1),
+        num_duplicates=np.moveaxis(dup.sum(-1), 0, -1),
+        nms_penalty=np.moveaxis(nms_penalty, 0, -1),
+        match_iou=match_iou)
