@@ -68,6 +68,7 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
     "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),
     "detection": ("rlcv_lib.tasks.detection", "DetectionConfig", "DETECTION_PRESETS"),
+    "captioning": ("rlcv_lib.tasks.captioning", "CaptioningConfig", "CAPTIONING_PRESETS"),
 }
 
 
