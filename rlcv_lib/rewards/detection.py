@@ -65,7 +65,8 @@ def class_weights(counts: Sequence[float], smooth: float = 0.05) -> np.ndarray:
         raise ValueError(f"smooth={smooth} must be >= 0")
     if n.sum() == 0:
         return np.ones_like(n)
-    w = 1.0 / (n + smooth * n.sum())
+    with np.errstate(divide="ignore"):
+        w = 1.0 / (n + smooth * n.sum())
     if not np.isfinite(w).all():
         raise ValueError(f"a class with count 0 needs smooth > 0 (counts {n.tolist()})")
     return len(n) * w / w.sum()

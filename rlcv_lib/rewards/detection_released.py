@@ -145,3 +145,65 @@ def reward_fn(seqs_pred: np.ndarray, seqs_gt: np.ndarray, cfg: ReleasedConfig):
               **{k: np.mean(np.array([result[f"{k}-{thr:0.1f}"] for thr in cfg.reward_thr]),
                             axis=0) for k in r_keys}}
     return result["reward"], {"result": result, "correct": correct, "match_iou": match_iou}
+
+
+def synthetic_batch(rng: np.random.Generator, batch: int, samples: int, num_slots: int,
+                    max_gt: int, max_level: int = 1000, num_cls: int = 80,
+                    disjoint: bool = False) -> dict[str, np.ndarray]:
+    """Random ground truth and sampled-looking predictions in the shared token layout, for
+    comparing reward implementations (tests, benchmarks).
+
+    Ground truth: 0..``max_gt`` boxes per image on the level grid (``disjoint``: one per cell of
+    a grid, so no two overlap and matching at IoU ≥ 0.5 is unambiguous). Predictions: a random
+    number of emitted slots (then PAD), each a jittered copy of a random ground-truth box (so
+    duplicates occur) or a random box, the true class 80% of the time, a random confidence; 5%
+    are inverted or empty (decoded as absent). Returns ``gt_boxes`` [B,M,4], ``gt_labels``
+    [B,M] (-1 padded), ``gt_seqs`` [B,6S], ``pred_seqs`` [B,N,6S] (int64).
+    """
+    coord0, cls0 = 3, 3 + max_level + 1
+    cells = int(np.ceil(np.sqrt(max(max_gt, 1))))
+    gt_q = np.zeros((batch, max_gt, 4), np.int64)
+    gt_labels = np.full((batch, max_gt), -1, np.int64)
+    gt_seqs = np.zeros((batch, num_slots, DIM_PER_BOX), np.int64)
+    for b in range(batch):
+        k = int(rng.integers(0, max_gt + 1))
+        if disjoint:
+            cell = max_level // cells
+            where = rng.permutation(cells * cells)[:k]
+            lo = np.stack([where // cells, where % cells], -1) * cell  # [k,2]
+            a = lo + rng.integers(0, cell // 3, (k, 2))
+            size = rng.integers(cell // 4, cell - cell // 3, (k, 2))
+            q = np.concatenate([a, a + size], -1)
+        else:
+            a = rng.integers(0, max_level - 2, (k, 2))
+            size = rng.integers(1, max_level // 3, (k, 2))
+            q = np.concatenate([a, np.minimum(a + size, max_level)], -1)
+        gt_q[b, :k], gt_labels[b, :k] = q, rng.integers(0, num_cls, k)
+        m = min(k, num_slots)
+        gt_seqs[b, :m, :4] = q[:m] + coord0
+        gt_seqs[b, :m, 4] = gt_labels[b, :m] + cls0
+        gt_seqs[b, :m, 5] = 2
+    pred = np.zeros((batch, samples, num_slots, DIM_PER_BOX), np.int64)
+    for b in range(batch):
+        k_gt = int((gt_labels[b] >= 0).sum())
+        for n in range(samples):
+            emitted = int(rng.integers(0, num_slots + 1))
+            for s in range(emitted):
+                if k_gt and rng.random() < 0.6:
+                    g = int(rng.integers(0, k_gt))
+                    scale = max(1, max_level // 100)
+                    q = gt_q[b, g] + rng.integers(-3 * scale, 3 * scale + 1, 4)
+                    lab = gt_labels[b, g] if rng.random() < 0.8 else rng.integers(0, num_cls)
+                else:
+                    a = rng.integers(0, max_level - 2, 2)
+                    q = np.concatenate([a, a + rng.integers(1, max_level // 3, 2)])
+                    lab = rng.integers(0, num_cls)
+                q = np.clip(q, 0, max_level)
+                if rng.random() < 0.05:  # inverted or empty: decoded as absent
+                    q[[0, 2]] = q[[2, 0]] if q[0] != q[2] else q[[0, 0]]
+                pred[b, n, s, :4] = q + coord0
+                pred[b, n, s, 4] = lab + cls0
+                pred[b, n, s, 5] = rng.integers(1, 3)
+    return {"gt_boxes": gt_q / max_level, "gt_labels": gt_labels,
+            "gt_seqs": gt_seqs.reshape(batch, -1),
+            "pred_seqs": pred.reshape(batch, samples, -1)}
