@@ -56,6 +56,18 @@ def test_wrong_class_and_unmatched_false_positives_are_free():
     assert reward([BOX, far], [1, 1], [BOX], [1]).reward[0, 0] == pytest.approx(1.0)
 
 
+def test_a_prediction_counts_for_its_best_ground_truth_only():
+    """Two overlapping ground truths A, B; P overlaps both (IoU 0.905 with A, 0.860 with B), Q is
+    B. P belongs to A only, so it is no duplicate of B; above 0.905, A goes unmatched."""
+    a, b = [0, 0, 0.4, 0.4], [0, 0.05, 0.4, 0.45]
+    p, q = [0, 0.02, 0.4, 0.42], b
+    r = reward([p, q], [0, 0], [a, b], [0, 0])
+    np.testing.assert_array_equal(r.num_matches[0, 0], [2] * 9 + [1])
+    np.testing.assert_array_equal(r.num_duplicates[0, 0], np.zeros(10))
+    assert r.reward[0, 0] == pytest.approx(1.9)
+    np.testing.assert_allclose(r.match_iou[0, 0], [0.152 / 0.168, 1.0])
+
+
 @pytest.mark.parametrize("k", range(10))
 def test_iou_just_below_and_above_a_threshold(k):
     """A prediction of IoU t±δ matches at exactly the thresholds below it."""
