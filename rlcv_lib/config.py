@@ -34,7 +34,8 @@ import importlib
 import json
 import types
 import typing
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 PRESETS: tuple[str, ...] = ("smoke", "cpu", "gpu", "paper")
 
@@ -69,6 +70,7 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),
     "detection": ("rlcv_lib.tasks.detection", "DetectionConfig", "DETECTION_PRESETS"),
     "captioning": ("rlcv_lib.tasks.captioning", "CaptioningConfig", "CAPTIONING_PRESETS"),
+    "toy": ("rlcv_lib.toy_experiment", "ToyConfig", "TOY_PRESETS"),
 }
 
 

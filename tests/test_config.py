@@ -32,9 +32,11 @@ def test_every_section_field_is_documented():
 
 
 def test_overrides_dotted_and_bare():
-    cfg = config.get_config("cpu", {"run.seed": 3, "eval_examples": "64"})
+    cfg = config.get_config("cpu", {"run.seed": 3, "run.eval_examples": "64",
+                                    "from_scratch": "true"})
     assert cfg.run.seed == 3
     assert cfg.run.eval_examples == 64  # coerced to the field's type
+    assert cfg.run.from_scratch is True  # a bare name that only one section has
     assert config.get_config("cpu").run.seed == 0  # presets are not mutated
 
 
@@ -54,8 +56,13 @@ def test_wrong_types_are_refused():
         config.get_config("cpu", {"run.seed": 1.5})
     with pytest.raises(config.ConfigError, match="run.progress must be a bool"):
         config.get_config("cpu", {"run.progress": "maybe"})
-    with pytest.raises(config.ConfigError, match="eval_examples must be int"):
-        config.get_config("cpu", {"eval_examples": "many"})
+    with pytest.raises(config.ConfigError, match="run.eval_examples must be int"):
+        config.get_config("cpu", {"run.eval_examples": "many"})
+
+
+def test_ambiguous_bare_name_is_refused():
+    with pytest.raises(config.ConfigError, match="'eval_examples' is ambiguous"):
+        config.get_config("cpu", {"eval_examples": 8})  # in `run` and `toy`
 
 
 def test_hash_changes_with_any_field_and_is_stable():

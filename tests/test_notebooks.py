@@ -55,7 +55,7 @@ def test_paired_py_percent_is_in_sync(name):
     py = jupytext.read(NOTEBOOKS / f"{name}.py", fmt="py:percent")
     nb = _cells(name)
     assert len(py.cells) == len(nb), f"{name}: .py has {len(py.cells)} cells, .ipynb {len(nb)}"
-    for i, (a, b) in enumerate(zip(py.cells, nb)):
+    for i, (a, b) in enumerate(zip(py.cells, nb, strict=True)):
         assert a.cell_type == b["cell_type"], f"{name} cell {i}: type differs"
         assert a.source.strip() == _source(b).strip(), f"{name} cell {i}: source differs; " \
             f"run `jupytext --sync notebooks/{name}.py`"
