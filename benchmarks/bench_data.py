@@ -13,6 +13,8 @@ import argparse
 import tempfile
 import time
 
+from record import Suite
+
 from rlcv_lib.data import memory, pipeline, scenes
 
 MLE_STEPS_PER_S = 3.0  # REFERENCE.md, cpu detection model at batch 32
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--tfds", action="store_true", help="also time the TFDS path")
+    ap.add_argument("--no-save", action="store_true", help="print only; leave results.json")
     args = ap.parse_args()
     world = scenes.WORLD_PRESETS[args.preset]
     n, b = args.images, args.batch
@@ -94,13 +97,15 @@ def main() -> None:
             t = timed(lambda: [tf_loader.batch(s) for s in range(steps)])
             row(f"batches, TFDS as_data_source (B={b})", steps * b / t)
 
-    print(f"preset {args.preset}: {world.image_size}x{world.image_size}, "
-          f"MLE consumes {consume:.0f} images/s ({MLE_STEPS_PER_S} steps/s x {b})")
-    print(f"| {'path':44s} | images/s | batches/s | x MLE need |")
-    print(f"|{'-' * 46}|---------:|----------:|-----------:|")
+    suite = Suite("data", f"scenes generation and input pipeline ({args.preset} preset, "
+                          f"{world.image_size}x{world.image_size}) vs what CPU MLE consumes")
+    need = f"MLE need {consume:.0f} images/s"
     for name, ips, bps, ratio in rows:
-        print(f"| {name:44s} | {ips:8.0f} | {bps:9.1f} | {ratio:10.1f} |")
-    print(prefetch_note)
+        suite.add(name, ips, "images/s", reference=need, ratio=ratio,
+                  target=">= 1x MLE need", met=ratio >= 1, note=f"{bps:.1f} batches/s")
+    suite.notes += [f"MLE consumes {consume:.0f} images/s ({MLE_STEPS_PER_S:g} steps/s x {b}, "
+                    "REFERENCE.md)", prefetch_note]
+    suite.finish(save=not args.no_save)
 
 
 if __name__ == "__main__":
