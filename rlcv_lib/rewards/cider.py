@@ -44,7 +44,7 @@ BITS = 15
 MAX_WORDS = 2 ** BITS - 1
 """Distinct words one call may see (dictionary plus the call's new words)."""
 
-Sentence = str | Sequence[str]
+Sentence = str | Sequence[str] | np.ndarray
 
 
 class Ngrams(NamedTuple):
@@ -60,37 +60,12 @@ def ngram_keys(ids: np.ndarray, lengths: np.ndarray, n: int = 4) -> Ngrams:
     """All n-grams (orders 1..n) of ``ids`` int [S,L] (row s valid up to ``lengths[s]``),
     counted per sentence. Key of ``(w_1..w_k)`` = ``sum_i (w_i + 1) << (BITS * (i - 1))``:
     exact and order-revealing (a k-gram has exactly k non-zero digits)."""
-    ids = np.asarray(ids, np.int64)
-    lengths = np.asarray(lengths, np.int64)
-    if ids.ndim != 2 or lengths.shape != ids.shape[:1]:
-        raise ValueError(f"ids must be [S,L] and lengths [S]; got {ids.shape}, {lengths.shape}")
-    if ids.size and (ids.min(initial=0) < 0 or ids.max(initial=0) >= MAX_WORDS):
-        raise ValueError(f"word ids must lie in [0, {MAX_WORDS}); got {ids.min()}..{ids.max()}")
-    s, length = ids.shape
-    if n > 64 // BITS:
-        raise ValueError(f"n={n} n-grams do not fit an int64 key at {BITS} bits per word")
-    digits = ids + 1  # [S,L]
-    pos = np.arange(length)
-    sents, keys, orders = [], [], []
-    key = np.zeros((s, length), np.int64)
-    for k in range(1, n + 1):
-        width = length - k + 1
-        if width <= 0:
-            break
-        key = key[:, :width] | (digits[:, k - 1:k - 1 + width] << (BITS * (k - 1)))  # [S,W]
-        valid = pos[None, :width] + k <= lengths[:, None]  # [S,W]
-        row, _ = np.nonzero(valid)
-        sents.append(row)
-        keys.append(key[valid])
-        orders.append(np.full(len(row), k, np.int64))
-    if not sents:
-        empty = np.zeros(0, np.int64)
-        return Ngrams(empty, empty, empty, np.zeros(0))
-    sent, key, order = (np.concatenate(x) for x in (sents, keys, orders))
+    sent, key = _raw_ngrams(ids, lengths, n)
     # count duplicates within a sentence: compact the keys first so (sent, key) fits an int64
     uniq, inv = np.unique(key, return_inverse=True)
-    pair, tf = np.unique(sent * len(uniq) + inv, return_counts=True)
-    sent, g = np.divmod(pair, len(uniq))
+    size = max(len(uniq), 1)
+    pair, tf = np.unique(sent * size + inv, return_counts=True)
+    sent, g = np.divmod(pair, size)
     return Ngrams(sent, uniq[g], key_order(uniq[g]), tf.astype(np.float64))
 
 
@@ -153,13 +128,17 @@ def _words(sentence: Sentence) -> list[str]:
 
 def encode(sentences: Sequence[Sentence], words: Mapping[str, int],
            extra: dict[str, int] | None = None) -> Encoded:
-    """Word ids of ``sentences`` (strings are split on whitespace). Words missing from
+    """Word ids of ``sentences``: strings (split on whitespace), word lists, or int arrays
+    of ids already taken from ``words`` (passed through). Words missing from
     ``words`` get ids ``len(words) + i`` recorded in ``extra`` (shared across calls that must
     agree, e.g. a call's candidates and references)."""
     extra = {} if extra is None else extra
     base = len(words)
     rows = []
     for s in sentences:
+        if isinstance(s, np.ndarray):  # already word ids
+            rows.append(s.tolist())
+            continue
         row = []
         for w in _words(s):
             i = words.get(w)
@@ -180,6 +159,30 @@ def _sum_by(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(index, weights=weights, minlength=size)[:size]
 
 
+def _raw_ngrams(ids: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every n-gram occurrence (not yet counted): sentence int64 [E'] and packed key [E']."""
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    if ids.ndim != 2 or lengths.shape != ids.shape[:1]:
+        raise ValueError(f"ids must be [S,L] and lengths [S]; got {ids.shape}, {lengths.shape}")
+    if ids.size and (ids.min(initial=0) < 0 or ids.max(initial=0) >= MAX_WORDS):
+        raise ValueError(f"word ids must lie in [0, {MAX_WORDS}); got {ids.min()}..{ids.max()}")
+    if n > 64 // BITS:
+        raise ValueError(f"n={n} n-grams do not fit an int64 key at {BITS} bits per word")
+    s, length = ids.shape
+    digits = ids + 1  # [S,L]
+    pos = np.arange(length)
+    sents, keys = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    key = np.zeros((s, length), np.int64)
+    for k in range(1, min(n, length) + 1):
+        width = length - k + 1
+        key = key[:, :width] | (digits[:, k - 1:k - 1 + width] << (BITS * (k - 1)))  # [S,W]
+        valid = pos[None, :width] + k <= lengths[:, None]  # [S,W]
+        sents.append(np.nonzero(valid)[0])
+        keys.append(key[valid])
+    return np.concatenate(sents), np.concatenate(keys)
+
+
 def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image: np.ndarray,
                 df: DocumentFrequency | None = None, n: int = 4, sigma: float = 6.0
                 ) -> np.ndarray:
@@ -187,8 +190,8 @@ def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image:
 
     Args:
       cand, refs: candidate sentences [C] and reference sentences [R] as word ids.
-      ref_image: int [R], the image (reference set) of each reference, values 0..I-1, every
-        image with at least one reference.
+      ref_image: int [R], the image (reference set) of each reference, values 0..I-1 in
+        non-decreasing order, every image with at least one reference.
       cand_image: int [C], the image each candidate describes.
       df: fixed document frequencies, or None: corpus mode (df and log(I) from ``refs``).
     """
@@ -198,6 +201,8 @@ def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image:
     if ref_image.shape != (r_count,) or cand_image.shape != (c_count,):
         raise ValueError(f"ref_image {ref_image.shape} / cand_image {cand_image.shape} must "
                          f"be [{r_count}] / [{c_count}]")
+    if np.any(np.diff(ref_image) < 0):
+        raise ValueError("references must be grouped by image (ref_image non-decreasing)")
     num_images = int(ref_image.max(initial=-1)) + 1
     refs_per_image = np.bincount(ref_image, minlength=num_images)  # [I]
     if c_count and (cand_image.min() < 0 or cand_image.max() >= num_images
@@ -205,55 +210,60 @@ def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image:
         raise ValueError("every candidate's image needs at least one reference "
                          f"(cand_image {cand_image.min()}..{cand_image.max()}, "
                          f"{num_images} images with references)")
-    if np.any(np.diff(ref_image) < 0):
-        raise ValueError("references must be grouped by image (ref_image non-decreasing)")
-    hyp = ngram_keys(cand.ids, cand.lengths, n)
-    ref = ngram_keys(refs.ids, refs.lengths, n)
-    if df is None:
-        df = document_frequency(ref, ref_image, num_images)
 
-    # compact n-gram ids g over this call; idf per g
-    uniq, inv = np.unique(np.concatenate([hyp.key, ref.key]), return_inverse=True)
+    # 1. n-grams of all sentences (candidates 0..C-1, references C..C+R-1), counted per
+    # sentence, with compact n-gram ids g over this call (two sorts in all)
+    h_sent, h_key = _raw_ngrams(cand.ids, cand.lengths, n)
+    r_sent, r_key = _raw_ngrams(refs.ids, refs.lengths, n)
+    uniq, g = np.unique(np.concatenate([h_key, r_key]), return_inverse=True)
     size = max(len(uniq), 1)
-    g_h, g_r = inv[:len(hyp.key)], inv[len(hyp.key):]
-    idf = df.log_num_images - np.log(np.maximum(1.0, df.lookup(uniq)))  # [G]
-    v_h, v_r = hyp.tf * idf[g_h], ref.tf * idf[g_r]  # tf-idf weight of each entry
-    norm_h = np.sqrt(_sum_by(hyp.sent * n + hyp.order - 1, v_h ** 2, c_count * n)).reshape(-1, n)
-    norm_r = np.sqrt(_sum_by(ref.sent * n + ref.order - 1, v_r ** 2, r_count * n)).reshape(-1, n)
+    pair, tf = np.unique(np.concatenate([h_sent, r_sent + c_count]) * size + g,
+                         return_counts=True)
+    sent, g = np.divmod(pair, size)
+    order = key_order(uniq)[g]  # [E] 1..n
+    if df is None:
+        img = ref_image[sent[sent >= c_count] - c_count]
+        per_image = np.unique(img * size + g[sent >= c_count])  # distinct (image, n-gram)
+        counts = np.bincount(per_image % size, minlength=len(uniq)).astype(np.float64)
+        idf = np.log(float(num_images)) - np.log(np.maximum(1.0, counts))  # [G]
+    else:
+        idf = df.log_num_images - np.log(np.maximum(1.0, df.lookup(uniq)))  # [G]
+    vec = tf * idf[g]  # [E] tf-idf weight of each (sentence, n-gram)
+    norm = np.sqrt(_sum_by(sent * n + order - 1, vec ** 2, (c_count + r_count) * n))
+    norm = norm.reshape(-1, n)  # [C+R, n]
+    is_h = sent < c_count
 
-    # every (candidate, reference of its image) pair p
-    first_ref = np.concatenate([[0], np.cumsum(refs_per_image)[:-1]])  # [I]
-    pairs_per_cand = refs_per_image[cand_image]  # [C]
-    pair_start = np.concatenate([[0], np.cumsum(pairs_per_cand)[:-1]]).astype(np.int64)
-    num_pairs = int(pairs_per_cand.sum())
-    pair_cand = np.repeat(np.arange(c_count), pairs_per_cand)  # [P]
-    pair_local = np.arange(num_pairs) - pair_start[pair_cand]
-    pair_ref = first_ref[cand_image[pair_cand]] + pair_local  # [P]
+    # 2. references laid out per image: slot m of image i is its m-th reference
+    m_max = int(refs_per_image.max(initial=1))
+    first_ref = np.cumsum(refs_per_image) - refs_per_image  # [I]
+    slot = np.arange(r_count) - first_ref[ref_image]  # [R]
+    norm_r = np.zeros((num_images, m_max, n))
+    norm_r[ref_image, slot] = norm[c_count:]
+    len_r = np.zeros((num_images, m_max))
+    len_r[ref_image, slot] = bigram_length(refs.lengths, n)
+    # one row per distinct (image, n-gram) of the references: the weight in each slot
+    r_s = sent[~is_h] - c_count
+    rows, row = np.unique(ref_image[r_s] * size + g[~is_h], return_inverse=True)
+    table = np.zeros((max(len(rows), 1), m_max))
+    table[row, slot[r_s]] = vec[~is_h]
 
-    # every candidate n-gram entry against each reference of its image: clipped products
-    reps = pairs_per_cand[hyp.sent]  # [E]
-    e = np.repeat(np.arange(len(hyp.sent)), reps)  # [E*M]
-    local = np.arange(len(e)) - np.repeat(np.cumsum(reps) - reps, reps)
-    e_cand = hyp.sent[e]
-    e_ref = first_ref[cand_image[e_cand]] + local
-    e_pair = pair_start[e_cand] + local
-    # sorted: ngram_keys sorts entries by (sentence, key), and g preserves the key order
-    ref_table = ref.sent * size + g_r
-    query = e_ref * size + g_h[e]
-    pos = np.minimum(np.searchsorted(ref_table, query), max(len(ref_table) - 1, 0))
-    found = ref_table[pos] == query if len(ref_table) else np.zeros(len(query), bool)
-    v_ref = np.where(found, v_r[pos] if len(v_r) else 0.0, 0.0)
-    prod = np.minimum(v_h[e], v_ref) * v_ref
-    val = _sum_by(e_pair * n + hyp.order[e] - 1, prod, num_pairs * n).reshape(-1, n)  # [P,n]
+    # 3. clipped products of each candidate n-gram with the same n-gram in every reference
+    c_s, v_h = sent[is_h], vec[is_h]
+    query = cand_image[c_s] * size + g[is_h]
+    pos = np.minimum(np.searchsorted(rows, query), max(len(rows) - 1, 0))
+    found = (rows[pos] == query) if len(rows) else np.zeros(len(query), bool)
+    v_r = table[pos] * found[:, None]  # [Eh, M]
+    prod = np.minimum(v_h[:, None], v_r) * v_r  # [Eh, M]
+    index = (c_s * n + order[is_h] - 1)[:, None] * m_max + np.arange(m_max)
+    val = _sum_by(index.ravel(), prod.ravel(), c_count * n * m_max).reshape(c_count, n, m_max)
 
-    denom = norm_h[pair_cand] * norm_r[pair_ref]
+    # 4. cosine (not divided when a norm is 0), length penalty, mean over n and references
+    denom = norm[:c_count, :, None] * norm_r[cand_image].transpose(0, 2, 1)  # [C, n, M]
     val = np.where(denom != 0, val / np.where(denom != 0, denom, 1.0), val)
-    delta = (bigram_length(cand.lengths, n)[pair_cand]
-             - bigram_length(refs.lengths, n)[pair_ref]).astype(np.float64)
-    val = val * np.e ** (-(delta ** 2) / (2 * sigma ** 2))[:, None]
-    per_cand = _sum_by(np.repeat(pair_cand, n) * n + np.tile(np.arange(n), num_pairs),
-                       val.ravel(), c_count * n).reshape(-1, n)  # [C,n] summed over refs
-    return per_cand.mean(-1) / pairs_per_cand * 10.0
+    delta = bigram_length(cand.lengths, n)[:, None] - len_r[cand_image]  # [C, M]
+    val = val * (np.e ** (-(delta ** 2) / (2 * sigma ** 2)))[:, None, :]
+    # empty reference slots hold zeros: summing over M adds nothing for them
+    return val.sum(-1).mean(-1) / refs_per_image[cand_image] * 10.0
 
 
 class CiderD:

@@ -55,6 +55,8 @@ UNK_WORD, EOS_WORD = "<unk>", "<eos>"
 """How UNK is written in decoded captions, and the word an emitted EOS scores as."""
 
 _NOT_WORD = re.compile(r"[^\w']+|_")
+_REF_CACHE_SIZE = 1_000_000
+"""Reference captions whose scorer ids the reward keeps (the cpu train split has 250k)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +160,7 @@ class CaptioningTask:
         # token id -> scorer word id (PAD never reaches the scorer)
         words = ["<pad>", EOS_WORD, UNK_WORD, *vocab.words]
         self._token_word = scorer.register(words)  # int64 [V]
+        self._ref_cache: dict[str, np.ndarray | list[str]] = {}
 
     @classmethod
     def from_references(cls, references: Sequence[Sequence[str]],
@@ -234,6 +237,19 @@ class CaptioningTask:
         tail = [EOS_WORD] if self.cfg.score_eos else []
         return [[" ".join(normalize(c) + tail) for c in refs] for refs in references]
 
+    def _reference(self, caption: str) -> np.ndarray | list[str]:
+        """A reference as the reward scores it: scorer word ids (cached per caption string)
+        when every word is in the scorer's dictionary, else its words."""
+        item = self._ref_cache.get(caption)
+        if item is None:
+            words = self.reference_words([[caption]])[0][0].split()
+            ids = [self.scorer.words.get(w) for w in words]
+            item = words if None in ids else np.array(ids, np.int64)
+            if len(self._ref_cache) >= _REF_CACHE_SIZE:
+                self._ref_cache.clear()
+            self._ref_cache[caption] = item
+        return item
+
     def reward(self, samples: np.ndarray, batch: Mapping[str, Any], state: Any = None
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """CIDEr-D float32 [B,N] of ``samples`` int [B,N,L] against ``batch["captions"]``."""
@@ -246,9 +262,8 @@ class CaptioningTask:
         references = np.asarray(batch["captions"]).tolist()
         if len(references) != b:
             raise ValueError(f"{len(references)} reference sets for {b} images")
-        refs = self.reference_words(references)
-        flat = [c for r in refs for c in r]
-        ref_image = np.repeat(np.arange(b), [len(r) for r in refs])
+        flat = [self._reference(str(c)) for r in references for c in r]
+        ref_image = np.repeat(np.arange(b), [len(r) for r in references])
         cand = self.sample_words(samples)
         scores = self.scorer.score_ids(cand, cider.encode(flat, self.scorer.words), ref_image,
                                        np.repeat(np.arange(b), n))
