@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 
 from rlcv_lib.notebook import repo_root
 
@@ -9,6 +10,7 @@ from rlcv_lib.notebook import repo_root
 def _record_module(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("record", repo_root() / "benchmarks/record.py")
     record = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "record", record)  # dataclasses look their module up
     spec.loader.exec_module(record)
     monkeypatch.setattr(record, "RESULTS_JSON", tmp_path / "results.json")
     monkeypatch.setattr(record, "RESULTS_MD", tmp_path / "RESULTS.md")
