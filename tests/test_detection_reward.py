@@ -68,6 +68,27 @@ def test_a_prediction_counts_for_its_best_ground_truth_only():
     np.testing.assert_allclose(r.match_iou[0, 0], [0.152 / 0.168, 1.0])
 
 
+@pytest.mark.parametrize("compat", [False, True])
+def test_iou_exactly_at_a_threshold_does_not_match(compat):
+    """Strict > as released (COCOeval matches at IoU >= t): IoU exactly 0.5 or 0.75 fails it."""
+    gt = [0, 0, 0.5, 0.5]
+    assert reward([[0, 0, 0.25, 0.5]], [0], [gt], [0], paper_compat=compat).reward[0, 0] == 0
+    r = reward([[0, 0, 0.375, 0.5]], [0], [gt], [0], paper_compat=compat)
+    np.testing.assert_array_equal(r.num_matches[0, 0], [1] * 5 + [0] * 5)  # 0.5 .. 0.7
+
+
+def test_ties_go_to_the_first_index_as_released():
+    """P is exactly as close to A as to B (IoU 7/9 with both); Q is B. P keeps A (the first
+    ground truth), Q keeps B: two matches, no duplicate. Q = P twice: the first is taken."""
+    a, b = [0, 0, 0.5, 0.5], [0, 0.125, 0.5, 0.625]
+    p = [0, 0.0625, 0.5, 0.5625]
+    r = reward([p, b], [0, 0], [a, b], [0, 0])
+    np.testing.assert_array_equal(r.num_matches[0, 0], [2] * 6 + [1] * 4)  # 7/9 = 0.778
+    np.testing.assert_array_equal(r.num_duplicates[0, 0], np.zeros(10))
+    r = reward([p, p], [0, 0], [a], [0], conf_target="matched")
+    np.testing.assert_allclose(r.match_iou[0, 0], [7 / 9, 0.0])
+
+
 @pytest.mark.parametrize("k", range(10))
 def test_iou_just_below_and_above_a_threshold(k):
     """A prediction of IoU t±δ matches at exactly the thresholds below it."""
@@ -192,6 +213,38 @@ def test_paper_compat_equals_the_released_replay(fixture):
         np.testing.assert_array_equal(result[f"num_matches-{key}"], res.num_matches[..., last])
     r, aux = task.reward(fixture["pred_seqs"], fixture["batch"])
     assert r.dtype == np.float32 and aux["match_iou"].shape == (6, 8, 12)
+
+
+def test_paper_compat_equals_the_replay_on_a_coarse_grid_full_of_ties():
+    """16 levels: identical duplicates, equal IoUs and IoUs exactly at thresholds abound, so the
+    first-index tie rules and the strict > must agree with the replay's."""
+    rng = np.random.default_rng(5)
+    fx = R.synthetic_batch(rng, 6, 8, num_slots=8, max_gt=5, max_level=16, num_cls=2)
+    pred, gt = fx["pred_seqs"].reshape(6, 8, 8, 6), fx["gt_seqs"].reshape(6, 8, 6)
+    for b in range(6):  # exact copies of ground-truth boxes in half the emitted slots
+        k = int((fx["gt_labels"][b] >= 0).sum())
+        copy = (pred[b, :, :, 0] > 0) & (rng.random((8, 8)) < 0.5) & (k > 0)
+        pred[b][copy] = gt[b, rng.integers(0, max(k, 1), copy.sum())]
+    fx["pred_seqs"] = pred.reshape(6, 8, -1)
+    task = DetectionTask(DetectionConfig(max_level=16, num_slots=8, paper_compat=True), "ab",
+                         [3, 1])
+    res, slots = task.reward_details(fx["pred_seqs"], {"boxes": fx["gt_boxes"],
+                                                       "labels": fx["gt_labels"]})
+    cfg = R.ReleasedConfig(max_level=16, num_cls=2, cls_counts=(3, 1))
+    rel, aux = R.reward_fn(fx["pred_seqs"], fx["gt_seqs"], cfg)
+    np.testing.assert_allclose(res.reward, rel, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(res.match_iou, aux["match_iou"], atol=1e-6)
+    iou = D.pairwise_iou(slots.boxes, fx["gt_boxes"][:, None])
+    ok = slots.present[..., None] & (slots.labels[..., None] == fx["gt_labels"][:, None, None])
+    assert (np.abs(iou[ok][:, None] - THR) < 1e-9).any()  # exact ties occur among candidates
+    assert res.num_duplicates.sum() > 10
+    # exact IoU (default) and the released +1e-9 agree on this grid: ties fail ">" either way
+    per_thr = np.stack([R._batched(fx["pred_seqs"], fx["gt_seqs"], t, cfg)["reward"]
+                        for t in D.THRESHOLDS], -1)
+    default = DetectionTask(DetectionConfig(max_level=16, num_slots=8), "ab", [3, 1])
+    res_d, _ = default.reward_details(fx["pred_seqs"], {"boxes": fx["gt_boxes"],
+                                                        "labels": fx["gt_labels"]})
+    np.testing.assert_allclose(res_d.per_threshold, per_thr, atol=1e-9)
 
 
 def test_default_differs_exactly_by_equal_threshold_weights(fixture):

@@ -4,7 +4,8 @@
   over IoU thresholds, duplicate penalty, confidence targets), correct by default and with the
   released behaviour behind ``paper_compat``;
 * :mod:`~rlcv_lib.rewards.detection_released`: a slow, literal NumPy replay of the released
-  big_vision reward, the reference of the tests and the benchmark (never used in training).
+  big_vision reward, the reference of the tests and the benchmark (never used in training);
+* :mod:`~rlcv_lib.rewards.cider`: CIDEr-D for captioning.
 
 Rewards work on decoded arrays (boxes, labels); the task modules own the tokens.
 """

@@ -163,27 +163,30 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
     ok = (pred_present[..., :, None] & gt_present[:, None, None, :]
           & (p_lab[..., :, None] == g_lab[:, None, None, :]))  # [B,N,S,M]
 
-    cand = (iou > thr[:, None, None, None, None]) & ok  # [T,B,N,S,M]
-    iou_c = np.where(cand, iou, 0.0)
-    kept = cand & (np.arange(m) == iou_c.argmax(-1)[..., None])  # one GT per prediction
-    iou_k = np.where(kept, iou, 0.0)
-    taken = kept & (np.arange(s)[:, None] == iou_k.argmax(-2)[..., None, :])  # one per GT
-    matched_gt = taken.any(-2)  # [T,B,N,M]
-    dup = (kept & ~taken).any(-1)  # [T,B,N,S]
+    # Candidates at threshold t are the ok pairs with IoU > t. So a prediction's best candidate
+    # at any t is its best ok pair overall, if that pair clears t (ties: the same first index),
+    # and a ground truth's best kept prediction likewise: one argmax each serves every threshold.
+    iou_ok = np.where(ok, iou, 0.0)  # [B,N,S,M]
+    g_best = iou_ok.argmax(-1)  # [B,N,S] the ground truth each prediction keeps
+    v = np.take_along_axis(iou_ok, g_best[..., None], -1)[..., 0]  # [B,N,S] its IoU
+    kept = np.where(np.arange(m) == g_best[..., None], iou_ok, 0.0)  # [B,N,S,M]
+    p_best = kept.argmax(-2)  # [B,N,M] the prediction each ground truth takes
+    u = np.take_along_axis(kept, p_best[..., None, :], -2)[..., 0, :]  # [B,N,M] its IoU
+    taken = np.take_along_axis(p_best, g_best, -1) == np.arange(s)  # [B,N,S]
 
-    w_gt = weights[g_lab][:, None, :]  # [B,1,M]
-    w_pred = weights[p_lab]  # [B,N,S]
-    match_reward = np.sum(matched_gt * w_gt, -1)  # [T,B,N]
-    nms_penalty = np.sum(dup * w_pred, -1)
-    per_thr = np.moveaxis(match_reward - nms_w * nms_penalty, 0, -1)  # [B,N,T]
+    matched_gt = u[..., None] > thr  # [B,N,M,T]
+    dup = (v[..., None] > thr) & ~taken[..., None]  # [B,N,S,T] kept, not taken
+    w_gt = weights[g_lab][:, None, :, None]  # [B,1,M,1]
+    w_pred = weights[p_lab][..., None]  # [B,N,S,1]
+    nms_penalty = np.sum(dup * w_pred, -2)  # [B,N,T]
+    per_thr = np.sum(matched_gt * w_gt, -2) - nms_w * nms_penalty  # [B,N,T]
 
-    i = hits[0]
-    pairs = kept[i] if conf_target == "iou" else taken[i]
-    match_iou = np.sum(np.where(pairs, iou, 0.0), -1)  # [B,N,S]
+    ct = thr[hits[0]]
+    pairs = v > ct if conf_target == "iou" else (v > ct) & taken
     return DetectionReward(
         reward=per_thr @ threshold_weights(thr, paper_compat),
         per_threshold=per_thr,
-        num_matches=np.moveaxis(matched_gt.sum(-1), 0, -1),
-        num_duplicates=np.moveaxis(dup.sum(-1), 0, -1),
-        nms_penalty=np.moveaxis(nms_penalty, 0, -1),
-        match_iou=match_iou)
+        num_matches=matched_gt.sum(-2),
+        num_duplicates=dup.sum(-2),
+        nms_penalty=nms_penalty,
+        match_iou=np.where(pairs, v, 0.0))
