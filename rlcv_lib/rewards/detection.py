@@ -26,8 +26,11 @@ Confidence targets: ``match_iou[s]`` is the IoU of slot ``s`` with the ground tr
 (``conf_target="iou"``); ``conf_target="matched"`` gives duplicates 0, so a confident duplicate is
 taught to doubt itself. The task turns these into the confidence loss.
 
-Everything is [B, N, ...] arrays; the thresholds are one more leading axis, so a batch costs a
-handful of NumPy calls (no Python loop over images, samples or thresholds).
+Everything is [B, N, ...] arrays, a handful of NumPy calls per batch (no Python loop over
+images, samples or thresholds): since the candidates at threshold t are the valid pairs with
+IoU > t, one argmax per side (each prediction's best ground truth, each ground truth's best
+prediction) decides the matching at every threshold at once, with the released first-index tie
+rule; only the final comparisons with the T thresholds carry a threshold axis.
 """
 
 from __future__ import annotations
