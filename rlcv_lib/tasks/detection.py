@@ -296,7 +296,11 @@ class DetectionTask:
     def reward_details(self, samples: np.ndarray, batch: Mapping[str, Any]
                        ) -> tuple[reward_lib.DetectionReward, Slots]:
         """The full reward record of ``samples`` int [B,N,L] against ``batch["boxes"]``
-        [B,M,4] and ``batch["labels"]`` [B,M] (-1 padded), and the decoded slots."""
+        [B,M,4] and ``batch["labels"]`` [B,M] (-1 padded), and the decoded slots.
+
+        The ground truth is taken as given: every box counts, at full precision. (The released
+        reward reads it from the ground-truth token sequence, i.e. quantised and cut to the
+        slots; on the scenes' pixel grid with slots ≥ objects the two coincide.)"""
         samples = np.asarray(samples)
         if samples.ndim != 3:
             raise ValueError(f"samples must be [B,N,L], got shape {samples.shape}")
@@ -382,8 +386,9 @@ class DetectionTask:
                                "annotations": dets}
             coco_dt.createIndex()
             ev = COCOeval(coco_gt, coco_dt, "bbox")
-            ev.params.areaRng = [list(r) for r in (area_ranges or
-                                                   scenes.coco_area_ranges(*sizes[0]))]
+            if area_ranges is None:
+                area_ranges = scenes.coco_area_ranges(*sizes[0])
+            ev.params.areaRng = [[float(v) for v in r] for r in area_ranges]
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
