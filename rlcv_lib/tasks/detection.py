@@ -46,7 +46,8 @@ presence decision). ``paper_compat=True``: the released behaviour (skewed thresh
 2, 2, 3, 2; REINFORCE at the confidence positions too). The confidence loss (:meth:`aux_loss`,
 weight ``conf_weight``) is a cross-entropy over {0, 1, 2} at every confidence position of all N
 samples against (0, 1 − IoU, IoU) for emitted boxes and (1, 0, 0) for absent ones (under the
-grammar an absent slot's confidence is forced PAD, so those terms are 0).
+grammar an absent slot's confidence is forced PAD, so those terms are 0). The released training
+step's other habits (gradient on one of the N samples) are the RL config's (``one_sample``).
 """
 
 from __future__ import annotations
