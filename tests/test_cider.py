@@ -142,6 +142,9 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="at least one reference"):
         cider.cider_d_ids(cider.encode(["a"], {"a": 0}), cider.encode(["a"], {"a": 0}),
                           np.array([0]), np.array([1]))
+    with pytest.raises(ValueError, match="each with a reference"):
+        cider.cider_d_ids(cider.encode(["a"], {"a": 0}), cider.encode(["a"], {"a": 0}),
+                          np.array([1]), np.array([1]))
     with pytest.raises(ValueError, match="word ids"):
         cider.ngram_keys(np.array([[cider.MAX_WORDS]]), np.array([1]))
     with pytest.raises(ValueError, match="at least one image"):

@@ -26,9 +26,12 @@ How it is vectorised: words become integer ids (a dictionary fixed at constructi
 first seen in a call get temporary ids), each n-gram of up to four ids is packed exactly into
 one int64 (15 bits per word, no hashing collisions), and the whole batch is scored with
 ``np.unique`` / ``np.searchsorted`` / ``np.bincount`` over flat (sentence, n-gram) entries:
-every candidate is paired with every reference of its image at once, and no Python loop runs
-over n-grams, candidates or references. :class:`ReferenceCider` is pycocoevalcap's own scorer
-with injected fixed frequencies: the judge the tests and the benchmark compare against.
+the references' weights are laid out as one row per distinct (image, n-gram) with a column
+per reference, so each candidate n-gram meets all M references of its image in one lookup,
+and no Python loop runs over n-grams, candidates or references.
+
+:class:`ReferenceCider` is pycocoevalcap's own scorer with injected fixed frequencies: the
+judge the tests and the benchmark compare against.
 """
 
 from __future__ import annotations
@@ -102,16 +105,24 @@ class DocumentFrequency:
         return np.where(self.keys[pos] == keys, self.counts[pos], 0.0)
 
 
-def document_frequency(refs: Ngrams, ref_image: np.ndarray, num_images: int
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 array (a sort and a mask: faster than np.unique's
+    hash path on millions of keys)."""
+    x = np.sort(x)
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
+
+
+def document_frequency(refs: Encoded, ref_image: np.ndarray, num_images: int, n: int = 4
                        ) -> DocumentFrequency:
-    """df over reference sets: ``refs`` are the n-grams of reference sentences and
-    ``ref_image`` int [R] the reference set (image) of each sentence."""
+    """df over reference sets: ``refs`` are reference sentences (word ids) and ``ref_image``
+    int [R] the reference set (image) of each."""
     if num_images <= 0:
         raise ValueError(f"document frequencies need at least one image, got {num_images}")
-    img = np.asarray(ref_image, np.int64)[refs.sent]
-    uniq, inv = np.unique(refs.key, return_inverse=True)
-    pairs = np.unique(img * max(len(uniq), 1) + inv)  # distinct (image, n-gram)
-    counts = np.bincount(pairs % max(len(uniq), 1), minlength=len(uniq)).astype(np.float64)
+    sent, key = _raw_ngrams(refs.ids, refs.lengths, n)
+    uniq, inv = np.unique(key, return_inverse=True)
+    size = max(len(uniq), 1)
+    pairs = _distinct(np.asarray(ref_image, np.int64)[sent] * size + inv)  # (image, n-gram)
+    counts = np.bincount(pairs % size, minlength=len(uniq)).astype(np.float64)
     return DocumentFrequency(uniq, counts, float(np.log(float(num_images))))
 
 
@@ -205,8 +216,10 @@ def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image:
         raise ValueError("references must be grouped by image (ref_image non-decreasing)")
     num_images = int(ref_image.max(initial=-1)) + 1
     refs_per_image = np.bincount(ref_image, minlength=num_images)  # [I]
-    if c_count and (cand_image.min() < 0 or cand_image.max() >= num_images
-                    or (refs_per_image[cand_image] == 0).any()):
+    if r_count and (ref_image[0] < 0 or (refs_per_image == 0).any()):
+        raise ValueError("ref_image must number the images 0..I-1, each with a reference; got "
+                         f"images without references: {np.flatnonzero(refs_per_image == 0)[:5]}")
+    if c_count and (cand_image.min() < 0 or cand_image.max() >= num_images):
         raise ValueError("every candidate's image needs at least one reference "
                          f"(cand_image {cand_image.min()}..{cand_image.max()}, "
                          f"{num_images} images with references)")
@@ -223,7 +236,7 @@ def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image:
     order = key_order(uniq)[g]  # [E] 1..n
     if df is None:
         img = ref_image[sent[sent >= c_count] - c_count]
-        per_image = np.unique(img * size + g[sent >= c_count])  # distinct (image, n-gram)
+        per_image = _distinct(img * size + g[sent >= c_count])  # (image, n-gram) pairs
         counts = np.bincount(per_image % size, minlength=len(uniq)).astype(np.float64)
         idf = np.log(float(num_images)) - np.log(np.maximum(1.0, counts))  # [G]
     else:
@@ -289,8 +302,7 @@ class CiderD:
         scorer = cls(words, None, n, sigma)
         enc = encode(flat, scorer.words)
         ref_image = np.repeat(np.arange(len(references)), [len(r) for r in references])
-        scorer.df = document_frequency(ngram_keys(enc.ids, enc.lengths, n), ref_image,
-                                       len(references))
+        scorer.df = document_frequency(enc, ref_image, len(references), n)
         return scorer
 
     def register(self, words: Sequence[str]) -> np.ndarray:

@@ -86,8 +86,10 @@ CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
 
 def normalize(text: str) -> list[str]:
     """Words of ``text``: lower-cased, punctuation removed (see the module docstring)."""
-    words = _NOT_WORD.sub(" ", str(text).lower()).split()
-    return [w for w in (w.strip("'") for w in words) if w]
+    text = _NOT_WORD.sub(" ", str(text).lower())
+    if "'" not in text:
+        return text.split()
+    return [w for w in (w.strip("'") for w in text.split()) if w]
 
 
 class Vocabulary:
@@ -105,7 +107,12 @@ class Vocabulary:
     @classmethod
     def build(cls, captions: Iterable[str], min_count: int = 1) -> Vocabulary:
         """The words of ``captions`` seen at least ``min_count`` times, sorted."""
-        counts = collections.Counter(w for c in captions for w in normalize(c))
+        return cls.from_words((normalize(c) for c in captions), min_count)
+
+    @classmethod
+    def from_words(cls, captions: Iterable[Sequence[str]], min_count: int = 1) -> Vocabulary:
+        """As :meth:`build`, from captions already normalised into words."""
+        counts = collections.Counter(w for c in captions for w in c)
         return cls(sorted(w for w, k in counts.items() if k >= min_count))
 
     @property
@@ -166,10 +173,10 @@ class CaptioningTask:
     def from_references(cls, references: Sequence[Sequence[str]],
                         cfg: CaptioningConfig = CaptioningConfig()) -> CaptioningTask:
         """Vocabulary and CIDEr-D df from training references [I][M] (strings)."""
-        refs = [[" ".join(normalize(c)) for c in r] for r in references]
-        vocab = Vocabulary.build((c for r in refs for c in r), cfg.min_count)
+        refs = [[normalize(c) for c in r] for r in references]  # [I][M] word lists
+        vocab = Vocabulary.from_words((c for r in refs for c in r), cfg.min_count)
         if cfg.score_eos:
-            refs = [[f"{c} {EOS_WORD}" for c in r] for r in refs]
+            refs = [[c + [EOS_WORD] for c in r] for r in refs]
         return cls(vocab, cider.CiderD.from_references(refs), cfg)
 
     @classmethod
@@ -222,13 +229,10 @@ class CaptioningTask:
         lengths = keep.sum(-1)
         words = self._token_word[np.clip(np.take_along_axis(tokens, order, -1), 0,
                                          self.vocab_size - 1)]
-        if self.cfg.score_eos:
+        if self.cfg.score_eos:  # one more column; <eos> after the words, counted if emitted
             words = np.concatenate([words, np.zeros((len(words), 1), np.int64)], -1)
-            ended = is_eos.any(-1)
-            words[np.arange(len(words)), lengths] = np.where(ended, self._token_word[EOS],
-                                                             words[np.arange(len(words)),
-                                                                   lengths])
-            lengths = lengths + ended
+            words[np.arange(len(words)), lengths] = self._token_word[EOS]
+            lengths = lengths + is_eos.any(-1)
         return cider.Encoded(words, lengths.astype(np.int64))
 
     def reference_words(self, references: Sequence[Sequence[str]]) -> list[list[str]]:
