@@ -219,6 +219,9 @@ def teacher_forced(model: nnx.Module, images: jax.Array, tokens: jax.Array,
                          logsm.reshape(b, n, length, -1))
 
 
+teacher_forced_jit = nnx.jit(teacher_forced, static_argnames=("spec",))
+
+
 # ---------------------------------------------------------------------------------------------
 # Beam search
 
@@ -273,4 +276,5 @@ def beam_search(model: nnx.Module, images: jax.Array, spec: DecodeSpec, beam_siz
     return BeamOutput(toks, logps, scores, lengths)
 
 
-beam_search_jit = nnx.jit(beam_search, static_argnames=("spec", "beam_size", "length_penalty"))
+beam_search_jit = nnx.jit(beam_search,
+                          static_argnames=("spec", "beam_size", "length_penalty"))

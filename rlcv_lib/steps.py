@@ -137,9 +137,6 @@ def make_rl_step(task: Any, rl_cfg: RLConfig):
     base.check_task(task)
     rl_cfg.validate()
     spec = rl_spec(task, rl_cfg)
-    sample_fn = nnx.jit(lambda m, x, k: sampling.sample(m, x, k, spec))
-    greedy_fn = nnx.jit(lambda m, x: sampling.greedy(m, x, spec))
-    ref_logp_fn = nnx.jit(lambda m, x, t: sampling.teacher_forced(m, x, t, spec).logprobs)
     ref: dict[str, nnx.Module] = {}
 
     @nnx.jit
@@ -166,7 +163,7 @@ def make_rl_step(task: Any, rl_cfg: RLConfig):
     def step(model, optimizer, batch, rng) -> Metrics:
         _check_model(model, task)
         (images,) = _batch_arrays(batch, "image")
-        out = sample_fn(model, images, rng)
+        out = sampling.sample_jit(model, images, rng, spec)
         tokens = np.asarray(out.tokens)
         rewards, aux = task.reward(tokens, batch, task.state)
         rewards = np.asarray(rewards, np.float32)
@@ -177,13 +174,14 @@ def make_rl_step(task: Any, rl_cfg: RLConfig):
         arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
         greedy_r = None
         if rl_cfg.baseline == "greedy":
-            g = np.asarray(greedy_fn(model, images).tokens)
+            g = np.asarray(sampling.greedy_jit(model, images, spec).tokens)
             greedy_r = jnp.asarray(task.reward(g, batch, task.state)[0], jnp.float32)[:, 0]
         ref_logp = None
         if rl_cfg.kl_coef:
             if "model" not in ref:
                 ref["model"] = nnx.clone(model)
-            ref_logp = ref_logp_fn(ref["model"], images, out.tokens)
+            ref_logp = sampling.teacher_forced_jit(ref["model"], images, out.tokens,
+                                                   spec).logprobs
         metrics = update(model, optimizer, images, out.tokens, out.lengths, jnp.asarray(rewards),
                          greedy_r, arrays, out.logprobs, ref_logp)
         metrics.update(reward_mean=jnp.asarray(rewards.mean()),
@@ -206,9 +204,9 @@ def make_eval_fn(task: Any, method: str = "greedy", beam_size: int = 4):
     models (greedy under the task's mask, or the best beam)."""
     spec = sampling.DecodeSpec.for_task(task)
     if method == "greedy":
-        fn = nnx.jit(lambda m, x: sampling.greedy(m, x, spec).tokens[:, 0])
+        fn = lambda m, x: sampling.greedy_jit(m, x, spec).tokens[:, 0]  # noqa: E731
     elif method == "beam":
-        fn = nnx.jit(lambda m, x: sampling.beam_search(m, x, spec, beam_size).tokens[:, 0])
+        fn = lambda m, x: sampling.beam_search_jit(m, x, spec, beam_size).tokens[:, 0]  # noqa: E731
     else:
         raise ValueError(f"method={method!r}: choose 'greedy' or 'beam'")
 
@@ -224,7 +222,7 @@ def make_sample_fn(task: Any, rl_cfg: RLConfig | None = None, **spec_overrides):
     ``top_p=0.9`` for pix2seq-style nucleus decoding)."""
     spec = rl_spec(task, rl_cfg or RLConfig(num_samples=1, baseline="none"))
     spec = dataclasses.replace(spec, **spec_overrides)
-    return nnx.jit(lambda m, x, k: sampling.sample(m, x, k, spec))
+    return lambda model, images, rng: sampling.sample_jit(model, images, rng, spec)
 
 
 def make_kl_fn(task: Any, rl_cfg: RLConfig):

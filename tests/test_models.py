@@ -118,7 +118,8 @@ BLOCK = {768: 4 * (768 ** 2 + 768) + 2 * 768 * 3072 + 3072 + 768 + 4 * 768,
 
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_configs_pass_eval_shape(name):
-    """Init, a teacher-forced loss with its gradient, and one KV-cache step, all abstract."""
+    """Init, a teacher-forced loss with its gradient, a KV-cache step and the sampler loop,
+    all abstract (never compiled on the CPU)."""
     from rlcv_lib import sampling
     cfg = MODEL_SIZES[name]
     abstract = nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(0)))
@@ -153,3 +154,9 @@ def test_paper_configs_pass_eval_shape(name):
     assert cache.self_k[0].shape == (b * n, cfg.max_len, cfg.dec_heads,
                                      cfg.dec_width // cfg.dec_heads)
     assert cache.cross_k[0].shape[0] == b  # image keys stored once per image, not per sample
+
+    def sample(state, images):  # the whole jitted sampler loop, traced abstractly
+        return sampling.sample(nnx.merge(graphdef, state), images, jax.random.key(0), spec)
+
+    out = jax.eval_shape(sample, state, images)
+    assert out.tokens.shape == out.logprobs.shape == (b, n, cfg.max_len)

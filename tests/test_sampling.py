@@ -40,7 +40,7 @@ def images():
     return jax.random.uniform(jax.random.key(1), (3, 32, 32, 3))
 
 
-teacher_forced = nnx.jit(sampling.teacher_forced, static_argnames="spec")
+teacher_forced = sampling.teacher_forced_jit
 SPEC = sampling.DecodeSpec(max_len=L, pad_id=PAD, eos_id=EOS, allowed=grammar, num_samples=4)
 
 

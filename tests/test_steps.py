@@ -3,12 +3,13 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from flax import nnx
 
-from rlcv_lib import steps
+from rlcv_lib import sampling, steps
 from rlcv_lib.models import MODEL_SIZES, build_model
 from rlcv_lib.reinforce import RLConfig
 from rlcv_lib.tasks.toy import SortTask
@@ -77,19 +78,59 @@ def test_reward_tuning_raises_the_reward():
 
 
 def test_rl_metrics_and_options():
-    """Greedy baseline, KL penalty and std normalisation run and report what they should."""
+    """Greedy baseline, KL penalty and std normalisation together: they run and report what
+    they should; the KL of a model to itself is 0 and to another model is positive."""
     model, opt = fresh(seed=2)
     batch = TASK.batch(3, 0, 4)
-    for kw in (dict(baseline="greedy"), dict(kl_coef=0.1, normalize_std=True)):
-        step = steps.make_rl_step(TASK, RLConfig(num_samples=4, **kw))
-        m = step(model, opt, batch, jax.random.key(0))
-        assert 1 <= float(m["sample_len"]) <= TASK.max_len
-        assert float(m["entropy"]) > 0
-        if "kl_coef" in kw:
-            assert float(m["kl_sample"]) == pytest.approx(0.0, abs=1e-5)  # ref = model at call 1
-            m2 = step(model, opt, batch, jax.random.key(1))
-            assert abs(float(m2["kl_sample"])) > 0  # the model moved away from the reference
+    step = steps.make_rl_step(TASK, RLConfig(num_samples=4, baseline="greedy", kl_coef=0.1,
+                                             normalize_std=True))
+    m = step(model, opt, batch, jax.random.key(0))
+    assert 1 <= float(m["sample_len"]) <= TASK.max_len
+    assert float(m["entropy"]) > 0
+    assert float(m["kl_sample"]) == pytest.approx(0.0, abs=1e-5)  # ref = the model at call 1
+    m2 = step(model, opt, batch, jax.random.key(1))
+    assert abs(float(m2["kl_sample"])) > 0  # the model moved away from the reference
     kl = steps.make_kl_fn(TASK, RLConfig(num_samples=4))
     assert float(kl(model, model, batch, jax.random.key(0))) == pytest.approx(0.0, abs=1e-6)
     other = build_model(CFG, TASK, seed=5)
     assert float(kl(model, other, batch, jax.random.key(0))) > 0.01
+
+
+class AuxTask(SortTask):
+    """The toy task with an auxiliary loss (NLL of the true first number at every sample's
+    first position, fed by an array the reward returns) and a policy mask that removes every
+    position from the REINFORCE term."""
+
+    def reward(self, samples, batch, state=None):
+        r, aux = super().reward(samples, batch, state)
+        aux["first"] = np.asarray(batch["tokens"])[:, 0]  # [B] -> aux_loss
+        return r, aux
+
+    def aux_loss(self, log_softmax, samples, aux):
+        lp0 = log_softmax[:, :, 0, :]  # [B,N,V]
+        return -jnp.mean(jnp.take_along_axis(lp0, aux["first"][:, None, None], axis=-1))
+
+    def policy_mask(self, samples):
+        return jnp.zeros(samples.shape, bool)
+
+
+def test_task_hooks_aux_loss_and_policy_mask():
+    task = AuxTask()
+    rl_cfg = RLConfig(num_samples=2, aux_weight=0.5)
+    model, opt = fresh(seed=3)
+    batch = task.batch(4, 0, 4)
+    key = jax.random.key(11)
+    # the aux loss recomputed outside the step, on the samples the step will draw
+    samples = steps.make_sample_fn(task, rl_cfg)(model, batch["image"], key).tokens
+    spec = steps.rl_spec(task, rl_cfg)
+    tf = sampling.teacher_forced_jit(
+        model, jnp.asarray(batch["image"]), samples, spec)
+    expected = task.aux_loss(tf.log_softmax, samples, {"first": jnp.asarray(batch["tokens"][:, 0])})
+    step = steps.make_rl_step(task, rl_cfg)
+    m = step(model, opt, batch, key)
+    assert float(m["pg_loss"]) == 0.0  # every position masked out of REINFORCE
+    assert float(m["aux_loss"]) == pytest.approx(float(expected), rel=1e-5)
+    assert float(m["loss"]) == pytest.approx(0.5 * float(expected), rel=1e-5)
+    for i in range(10):
+        last = step(model, opt, batch, jax.random.key(i))
+    assert float(last["aux_loss"]) < float(m["aux_loss"]) - 0.5  # the hook's gradient flows

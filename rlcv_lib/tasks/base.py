@@ -12,6 +12,8 @@ Token conventions the core relies on:
   the teacher-forced RL pass all apply it). It must be a pure ``jax.numpy`` function that
   broadcasts ``position`` against ``prev_token`` (``-1`` at position 0) and must leave at least
   one token allowed everywhere. Precomputed per-position masks are ``table[position]``.
+* a task object must be hashable (the default identity hash: don't make it an ``eq=True``
+  dataclass): ``task.allowed`` becomes part of a static jit argument.
 """
 
 from __future__ import annotations
