@@ -50,28 +50,6 @@ MAX_WORDS = 2 ** BITS - 1
 Sentence = str | Sequence[str] | np.ndarray
 
 
-class Ngrams(NamedTuple):
-    """Distinct (sentence, n-gram) entries of a set of sentences, with term frequencies."""
-
-    sent: np.ndarray  # int64 [E] sentence index
-    key: np.ndarray  # int64 [E] packed n-gram (see ngram_keys)
-    order: np.ndarray  # int64 [E] n-gram order 1..n
-    tf: np.ndarray  # float64 [E] occurrences of the n-gram in the sentence
-
-
-def ngram_keys(ids: np.ndarray, lengths: np.ndarray, n: int = 4) -> Ngrams:
-    """All n-grams (orders 1..n) of ``ids`` int [S,L] (row s valid up to ``lengths[s]``),
-    counted per sentence. Key of ``(w_1..w_k)`` = ``sum_i (w_i + 1) << (BITS * (i - 1))``:
-    exact and order-revealing (a k-gram has exactly k non-zero digits)."""
-    sent, key = _raw_ngrams(ids, lengths, n)
-    # count duplicates within a sentence: compact the keys first so (sent, key) fits an int64
-    uniq, inv = np.unique(key, return_inverse=True)
-    size = max(len(uniq), 1)
-    pair, tf = np.unique(sent * size + inv, return_counts=True)
-    sent, g = np.divmod(pair, size)
-    return Ngrams(sent, uniq[g], key_order(uniq[g]), tf.astype(np.float64))
-
-
 def key_order(keys: np.ndarray) -> np.ndarray:
     """int64 [...]: the n-gram order (number of words) of packed keys."""
     keys = np.asarray(keys, np.int64)
@@ -85,45 +63,31 @@ def bigram_length(lengths: np.ndarray, n: int = 4) -> np.ndarray:
     return np.maximum(lengths - 1, 0) if n >= 2 else np.zeros_like(lengths)
 
 
-@dataclasses.dataclass(frozen=True)
-class DocumentFrequency:
-    """``df`` of every n-gram of a reference corpus, as sorted packed keys."""
-
-    keys: np.ndarray
-    """int64 [K], sorted packed n-gram keys."""
-    counts: np.ndarray
-    """float64 [K], the number of images whose reference set contains the n-gram."""
-    log_num_images: float
-    """pycocoevalcap's ``ref_len``: log of the number of images (reference sets)."""
-
-    def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """float64 [...]: df of packed ``keys`` (0 for n-grams the corpus never contains)."""
-        keys = np.asarray(keys, np.int64)
-        if not len(self.keys):
-            return np.zeros(keys.shape)
-        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
-        return np.where(self.keys[pos] == keys, self.counts[pos], 0.0)
-
-
-def _distinct(x: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of an int64 array (a sort and a mask: faster than np.unique's
-    hash path on millions of keys)."""
-    x = np.sort(x)
-    return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
-
-
-def document_frequency(refs: Encoded, ref_image: np.ndarray, num_images: int, n: int = 4
-                       ) -> DocumentFrequency:
-    """df over reference sets: ``refs`` are reference sentences (word ids) and ``ref_image``
-    int [R] the reference set (image) of each."""
-    if num_images <= 0:
-        raise ValueError(f"document frequencies need at least one image, got {num_images}")
-    sent, key = _raw_ngrams(refs.ids, refs.lengths, n)
-    uniq, inv = np.unique(key, return_inverse=True)
-    size = max(len(uniq), 1)
-    pairs = _distinct(np.asarray(ref_image, np.int64)[sent] * size + inv)  # (image, n-gram)
-    counts = np.bincount(pairs % size, minlength=len(uniq)).astype(np.float64)
-    return DocumentFrequency(uniq, counts, float(np.log(float(num_images))))
+def ngrams(ids: np.ndarray, lengths: np.ndarray, n: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Every n-gram occurrence (orders 1..n, not yet counted) of ``ids`` int [S,L] (row s
+    valid up to ``lengths[s]``): sentence int64 [E] and packed key int64 [E]. The key of
+    ``(w_1..w_k)`` is ``sum_i (w_i + 1) << (BITS * (i - 1))``: exact, and it reveals the order
+    (a k-gram has exactly k non-zero digits, see :func:`key_order`)."""
+    ids = np.asarray(ids, np.int64)
+    lengths = np.asarray(lengths, np.int64)
+    if ids.ndim != 2 or lengths.shape != ids.shape[:1]:
+        raise ValueError(f"ids must be [S,L] and lengths [S]; got {ids.shape}, {lengths.shape}")
+    if ids.size and (ids.min(initial=0) < 0 or ids.max(initial=0) >= MAX_WORDS):
+        raise ValueError(f"word ids must lie in [0, {MAX_WORDS}); got {ids.min()}..{ids.max()}")
+    if n > 64 // BITS:
+        raise ValueError(f"n={n} n-grams do not fit an int64 key at {BITS} bits per word")
+    s, length = ids.shape
+    digits = ids + 1  # [S,L]
+    pos = np.arange(length)
+    sents, keys = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    key = np.zeros((s, length), np.int64)
+    for k in range(1, min(n, length) + 1):
+        width = length - k + 1
+        key = key[:, :width] | (digits[:, k - 1:k - 1 + width] << (BITS * (k - 1)))  # [S,W]
+        valid = pos[None, :width] + k <= lengths[:, None]  # [S,W]
+        sents.append(np.nonzero(valid)[0])
+        keys.append(key[valid])
+    return np.concatenate(sents), np.concatenate(keys)
 
 
 class Encoded(NamedTuple):
@@ -166,32 +130,49 @@ def encode(sentences: Sequence[Sentence], words: Mapping[str, int],
     return Encoded(ids, lengths)
 
 
+@dataclasses.dataclass(frozen=True)
+class DocumentFrequency:
+    """``df`` of every n-gram of a reference corpus, as sorted packed keys."""
+
+    keys: np.ndarray
+    """int64 [K], sorted packed n-gram keys."""
+    counts: np.ndarray
+    """float64 [K], the number of images whose reference set contains the n-gram."""
+    log_num_images: float
+    """pycocoevalcap's ``ref_len``: log of the number of images (reference sets)."""
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """float64 [...]: df of packed ``keys`` (0 for n-grams the corpus never contains)."""
+        keys = np.asarray(keys, np.int64)
+        if not len(self.keys):
+            return np.zeros(keys.shape)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[pos] == keys, self.counts[pos], 0.0)
+
+
+def _distinct(x: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int64 array (a sort and a mask: faster than np.unique's
+    hash path on millions of keys)."""
+    x = np.sort(x)
+    return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
+
+
+def document_frequency(refs: Encoded, ref_image: np.ndarray, num_images: int, n: int = 4
+                       ) -> DocumentFrequency:
+    """df over reference sets: ``refs`` are reference sentences (word ids) and ``ref_image``
+    int [R] the reference set (image) of each."""
+    if num_images <= 0:
+        raise ValueError(f"document frequencies need at least one image, got {num_images}")
+    sent, key = ngrams(refs.ids, refs.lengths, n)
+    uniq, inv = np.unique(key, return_inverse=True)
+    size = max(len(uniq), 1)
+    pairs = _distinct(np.asarray(ref_image, np.int64)[sent] * size + inv)  # (image, n-gram)
+    counts = np.bincount(pairs % size, minlength=len(uniq)).astype(np.float64)
+    return DocumentFrequency(uniq, counts, float(np.log(float(num_images))))
+
+
 def _sum_by(index: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(index, weights=weights, minlength=size)[:size]
-
-
-def _raw_ngrams(ids: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every n-gram occurrence (not yet counted): sentence int64 [E'] and packed key [E']."""
-    ids = np.asarray(ids, np.int64)
-    lengths = np.asarray(lengths, np.int64)
-    if ids.ndim != 2 or lengths.shape != ids.shape[:1]:
-        raise ValueError(f"ids must be [S,L] and lengths [S]; got {ids.shape}, {lengths.shape}")
-    if ids.size and (ids.min(initial=0) < 0 or ids.max(initial=0) >= MAX_WORDS):
-        raise ValueError(f"word ids must lie in [0, {MAX_WORDS}); got {ids.min()}..{ids.max()}")
-    if n > 64 // BITS:
-        raise ValueError(f"n={n} n-grams do not fit an int64 key at {BITS} bits per word")
-    s, length = ids.shape
-    digits = ids + 1  # [S,L]
-    pos = np.arange(length)
-    sents, keys = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    key = np.zeros((s, length), np.int64)
-    for k in range(1, min(n, length) + 1):
-        width = length - k + 1
-        key = key[:, :width] | (digits[:, k - 1:k - 1 + width] << (BITS * (k - 1)))  # [S,W]
-        valid = pos[None, :width] + k <= lengths[:, None]  # [S,W]
-        sents.append(np.nonzero(valid)[0])
-        keys.append(key[valid])
-    return np.concatenate(sents), np.concatenate(keys)
 
 
 def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image: np.ndarray,
@@ -226,8 +207,8 @@ def cider_d_ids(cand: Encoded, refs: Encoded, ref_image: np.ndarray, cand_image:
 
     # 1. n-grams of all sentences (candidates 0..C-1, references C..C+R-1), counted per
     # sentence, with compact n-gram ids g over this call (two sorts in all)
-    h_sent, h_key = _raw_ngrams(cand.ids, cand.lengths, n)
-    r_sent, r_key = _raw_ngrams(refs.ids, refs.lengths, n)
+    h_sent, h_key = ngrams(cand.ids, cand.lengths, n)
+    r_sent, r_key = ngrams(refs.ids, refs.lengths, n)
     uniq, g = np.unique(np.concatenate([h_key, r_key]), return_inverse=True)
     size = max(len(uniq), 1)
     pair, tf = np.unique(np.concatenate([h_sent, r_sent + c_count]) * size + g,
