@@ -30,7 +30,16 @@ word ``<eos>``, so "ends here" is scored like any other word.
 **Judge** (:meth:`CaptioningTask.evaluate`): pycocoevalcap's CIDEr-D (corpus mode: df from
 the evaluated split's references), BLEU-4 and ROUGE-L; with Java present (and
 ``java_metrics``), references and predictions go through pycocoevalcap's PTB tokenizer first
-and METEOR is added. SPICE never runs (it downloads models).
+and METEOR is added. SPICE never runs (it downloads models). Scores are as pycocoevalcap
+returns them (papers print CIDEr-D and BLEU ×100).
+
+Usage::
+
+    task = CaptioningTask.for_world(cfg.world, cfg.captioning, cache_dir=...)
+    batch = {"image": images,                                    # float32 [B,H,W,3]
+             "tokens": np.stack([task.tokenize(ex, k) ...]),     # MLE: caption k of each image
+             "captions": [ex["captions"] for ex in examples]}    # RL: [B][5] reference strings
+    rewards, aux = task.reward(samples, batch, None)             # float32 [B,N]
 """
 
 from __future__ import annotations
@@ -278,7 +287,9 @@ class CaptioningTask:
     # --- judge --------------------------------------------------------------------------------
     def evaluate(self, predictions: Sequence[str], examples: Sequence[Mapping[str, Any]]
                  ) -> dict[str, float]:
-        """CIDEr-D, BLEU-4, ROUGE-L (and METEOR with Java) via pycocoevalcap, ×1 scale."""
+        """CIDEr-D, BLEU-4, ROUGE-L (and METEOR with Java) of ``predictions`` (str) against
+        each example's ``captions``, via pycocoevalcap; ``empty``: share of empty
+        predictions."""
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
