@@ -56,10 +56,18 @@ def _to_disk(tree: Any) -> Any:
 
 
 def _from_disk(loaded: Any, like: Any) -> Any:
-    """Inverse of :func:`_to_disk`, taking the key implementation from ``like``."""
-    return jax.tree.map(
-        lambda x, ref: jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
-        if _is_key(ref) else x, loaded, like)
+    """Inverse of :func:`_to_disk`, taking key implementations and placement from ``like``.
+
+    Orbax returns arrays committed to a device; where the live array was not committed (a
+    freshly initialised model), the restored one is made uncommitted too, since jit keys its
+    compilation cache on commitment: otherwise a resumed run recompiles every step function.
+    """
+    def convert(x, ref):
+        if not getattr(ref, "committed", True):
+            x = jax.numpy.asarray(np.asarray(x))
+        return jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref)) if _is_key(ref) else x
+
+    return jax.tree.map(convert, loaded, like)
 
 
 def _abstract(tree: Any) -> Any:
@@ -261,7 +269,7 @@ def make_manifest(cfg: Config, world_version: Any, *, steps: int, train_seconds:
             "steps": int(steps),
             "train_seconds": float(train_seconds),
             "metrics": {k: float(np.asarray(v)) for k, v in metrics.items()},
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             **extra}
 
 

@@ -18,6 +18,7 @@ the concatenated batch (for a loss that is a mean over examples). The schedule c
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +93,15 @@ def kernel_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(lambda p, _: _last_name(p) == "kernel", params)
 
 
+@functools.cache
 def make_tx(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The Optax transformation of ``cfg`` (see the module docstring for the rule)."""
+    """The Optax transformation of ``cfg`` (see the module docstring for the rule).
+
+    Cached: equal configs get the *same* object. ``nnx.Optimizer`` keeps ``tx`` as static graph
+    data compared by identity, so a fresh transformation per optimizer would make every jitted
+    step recompile for every new optimizer (measured: 14-19 s per compile of the smoke model's
+    step on 2 cores, against 0.03 s for a cached step).
+    """
     if cfg.lr <= 0:
         raise ValueError(f"train.lr must be > 0, got {cfg.lr}")
     if cfg.grad_accum_steps < 1:

@@ -58,6 +58,25 @@ def test_round_trip_restores_everything(tmp_path):
     assert jax.dtypes.issubdtype(other.rngs.dropout.key.value.dtype, jax.dtypes.prng_key)
 
 
+def test_restore_keeps_jit_caches_warm(tmp_path):
+    """Restored arrays keep the live arrays' (un)commitment, so jitted steps do not retrace."""
+    traces = []
+
+    @nnx.jit
+    def f(model):
+        traces.append(1)
+        return model.dense.kernel.sum()
+
+    net, opt = trained()
+    with checkpoint.Checkpointer(tmp_path) as ckpt:
+        ckpt.save(1, net, opt)
+    other = Net(1)
+    f(other)
+    checkpoint.restore(tmp_path, other)
+    f(other)
+    assert len(traces) == 1
+
+
 def test_retention_and_missing_step(tmp_path):
     net, opt = trained()
     with checkpoint.Checkpointer(tmp_path, max_to_keep=2) as ckpt:

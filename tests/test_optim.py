@@ -139,3 +139,22 @@ def test_clipping_rescales_to_the_global_norm(name):
 def test_bad_values_are_named(field, value, match):
     with pytest.raises(ValueError, match=match):
         optim.make_tx(dataclasses.replace(BASE, **{field: value}))
+
+
+def test_equal_configs_share_one_compiled_step():
+    """nnx.Optimizer compares its tx by identity: equal configs must give the same tx, or every
+    new optimizer recompiles the step."""
+    assert optim.make_tx(BASE) is optim.make_tx(dataclasses.replace(BASE))
+    traces = []
+
+    @nnx.jit
+    def step(model, optimizer, x):
+        traces.append(1)
+        grads = nnx.grad(lambda m: jnp.sum(m(x) ** 2))(model)
+        optimizer.update(model, grads)
+
+    x = jnp.ones((2, 40))
+    for _ in range(2):
+        model = Linear()
+        step(model, optim.make_optimizer(model, dataclasses.replace(BASE)), x)
+    assert len(traces) == 1

@@ -195,3 +195,53 @@ def test_fresh_start_refuses_a_used_workdir(tmp_path):
     with pytest.raises(FileExistsError, match=r"already holds checkpoints \[2\]"):
         train.fit(model, opt, mse_step, batch_fn, num_steps=4, workdir=tmp_path, resume=False,
                   progress=False)
+
+
+# ------------------------------------------------------------------ with the core's own steps
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from rlcv_lib import steps
+    from rlcv_lib.models import MODEL_PRESETS, build_model
+    from rlcv_lib.reinforce import RL_PRESETS
+    from rlcv_lib.tasks.toy import SortTask
+
+    task = SortTask(max_numbers=4, image_size=MODEL_PRESETS["smoke"].image_size)
+    tcfg = dataclasses.replace(train.TRAIN_PRESETS["smoke"], lr=3e-3, warmup_steps=1)
+    rl_cfg = RL_PRESETS["smoke"]
+
+    def new(seed=0):
+        model = build_model(MODEL_PRESETS["smoke"], task, seed=seed)
+        return model, optim.make_optimizer(model, tcfg)
+
+    return {"task": task, "new": new, "mle": steps.make_mle_step(task),
+            "rl": steps.make_rl_step(task, rl_cfg),
+            "batch": lambda i: task.batch(seed=0, step=i, batch_size=4)}
+
+
+def test_fit_runs_the_core_mle_and_rl_steps_and_resumes_exactly(toy, tmp_path):
+    """MLE then reward tuning on the toy task through fit; the RL step (sampler, host reward,
+    update) resumed from a checkpoint ends where the uninterrupted run does. (Compiling the
+    smoke model's steps dominates this test's time.)"""
+    model, opt = toy["new"]()
+    mle = train.fit(model, opt, toy["mle"], toy["batch"], num_steps=4, log_every=2,
+                    progress=False)
+    assert {"loss", "token_acc", "grad_norm"} <= set(mle.last_metrics)
+
+    def rl_run(workdir, num_steps, seed_model=model):
+        m = nnx.clone(seed_model)
+        o = optim.make_optimizer(m, dataclasses.replace(CFG, grad_accum_steps=1))
+        res = train.fit(m, o, toy["rl"], toy["batch"], num_steps=num_steps, seed=1,
+                        workdir=workdir, log_every=2, progress=False)
+        return m, res
+
+    full, res = rl_run(tmp_path / "full", 4)
+    train_recs = res.history.records("train")
+    assert {"reward_mean", "reward_std", "adv_mean", "adv_std", "entropy", "sample_len",
+            "exact_match"} <= set(train_recs[-1])
+    rl_run(tmp_path / "cut", 2)
+    resumed, res2 = rl_run(tmp_path / "cut", 4, seed_model=toy["new"](seed=7)[0])
+    assert res2.start_step == 2
+    for a, b in zip(params(full), params(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
