@@ -138,7 +138,12 @@ def test_sampler_output_obeys_the_grammar(task):
     model = build_model(MODEL_PRESETS["smoke"], task, seed=0)
     spec = sampling.DecodeSpec.for_task(task, num_samples=16)
     images = jnp.zeros((4, 32, 32, 3))
-    out = np.asarray(sampling.sample_jit(model, images, jax.random.key(0), spec).tokens)
+    sampled = sampling.sample_jit(model, images, jax.random.key(0), spec)
+    out = np.asarray(sampled.tokens)
+    # the rule in the sampler's call style (scalar position) and the teacher-forced one
+    # ([1,L] positions) give the same log-probs
+    forced = sampling.teacher_forced_jit(model, images, sampled.tokens, spec)
+    np.testing.assert_allclose(forced.logprobs, sampled.logprobs, atol=2e-5)
     assert out.shape == (4, 16, task.max_len)
     assert (out[..., 0] >= UNK).all()
     is_eos = out == EOS
