@@ -197,13 +197,14 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
         if mesh is not None:
             parallel.replicate(model, mesh)
             parallel.replicate(optimizer, mesh)
-        history = History(workdir / "history.jsonl" if workdir is not None else None)
+        lead = jax.process_index() == 0  # multi-host: one process writes history and bars
+        history = History(workdir / "history.jsonl" if workdir is not None and lead else None)
         history.truncate(after_step=start)
         loop = _Loop(model, optimizer, step_fn, batch_fn, seed=seed, mesh=mesh, ckpt=ckpt,
                      history=history, t0=t0, workdir=workdir, steps_per_update=steps_per_update)
         if eval_fn is not None and eval_at_start and start == 0:
             loop.evaluate(eval_fn, 0)
-        bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not progress,
+        bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not (progress and lead),
                    dynamic_ncols=True)
         with bar:
             for step in range(start + 1, num_steps + 1):
