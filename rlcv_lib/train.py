@@ -12,6 +12,19 @@ the device until a log, evaluation or checkpoint step, where they are fetched to
 mean over the interval becomes one history record, and a NaN/inf loss among them stops training
 with :class:`NonFiniteLossError`. Checkpoints are written only at steps whose losses were just
 checked (and whose parameters are finite), so the last checkpoint is always a good one.
+
+Typical use (an MLE phase whose checkpoint is cached under a key of config, world and code)::
+
+    cfg = get_config("cpu")
+    model = build_model(cfg.model, task, seed=cfg.run.seed)
+    optimizer = optim.make_optimizer(model, cfg.train)
+    workdir = checkpoint.cache_dir("cache", "mle", cfg, WORLD_VERSION, sections=(...))
+    result = fit(model, optimizer, steps.make_mle_step(task),
+                 lambda i: task_batch(seed, i, cfg.train.micro_batch_size),
+                 seed=cfg.run.seed, workdir=workdir, eval_fn=evaluate,
+                 progress=cfg.run.progress, **fit_kwargs(cfg.train))
+
+A second call with the same workdir finds the finished checkpoint and trains zero steps.
 """
 
 from __future__ import annotations
