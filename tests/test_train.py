@@ -3,6 +3,10 @@ sync. A tiny MLP regression with a noisy target (so the per-step rng matters) st
 the real models; its step has the shape of ``rlcv_lib.steps``."""
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -245,3 +249,43 @@ def test_fit_runs_the_core_mle_and_rl_steps_and_resumes_exactly(toy, tmp_path):
     assert res2.start_step == 2
     for a, b in zip(params(full), params(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import test_train as T
+from rlcv_lib import train
+
+def step(model, optimizer, batch, rng):
+    if int(optimizer.step.value) == 5:  # the 6th call: SIGKILL, no cleanup of any kind
+        os.kill(os.getpid(), signal.SIGKILL)
+    return T.mse_step(model, optimizer, batch, rng)
+
+model, opt = T.make()
+train.fit(model, opt, step, T.batch_fn, num_steps=8, seed=3, workdir=sys.argv[1], log_every=1,
+          ckpt_every=2, progress=False, steps_per_update=2)
+"""
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path),
+                           os.path.dirname(__file__)], capture_output=True, text=True,
+                          timeout=300, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert [r["step"] for r in read(tmp_path / "history.jsonl")] == [1, 2, 3, 4, 5]
+    kw = dict(seed=3, log_every=1, ckpt_every=2, progress=False, steps_per_update=2)
+    m, o = make(seed=42)
+    res = train.fit(m, o, mse_step, batch_fn, num_steps=8, workdir=tmp_path, **kw)
+    assert res.start_step in (2, 4)  # 4 unless its asynchronous save was cut by the kill
+    ref, ref_opt = make()
+    full = train.fit(ref, ref_opt, mse_step, batch_fn, num_steps=8, workdir=tmp_path / "ref",
+                     **kw)
+    for a, b in zip(params(ref), params(m), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k not in ("time", "steps_per_s")}
+                for r in records]
+
+    assert strip(read(tmp_path / "history.jsonl")) == strip(full.history.records())
