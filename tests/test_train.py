@@ -289,3 +289,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
                 for r in records]
 
     assert strip(read(tmp_path / "history.jsonl")) == strip(full.history.records())
+
+
+@pytest.mark.parametrize("table", ["TRAIN_PRESETS", "TUNE_PRESETS"])
+def test_presets_build_optimizers(table):
+    for preset, cfg in getattr(train, table).items():
+        optim.make_tx(cfg)
+        kw = train.fit_kwargs(cfg)
+        assert kw["num_steps"] >= kw["log_every"] > 0, (table, preset)
+        assert cfg.warmup_steps < cfg.num_steps, (table, preset)
