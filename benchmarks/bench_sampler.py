@@ -23,9 +23,10 @@ import subprocess
 import sys
 import time
 
-DEFAULT_CELLS = [  # (use_cache, L, sequences, unroll)
+DEFAULT_CELLS = [  # (use_cache, L, sequences, unroll); L=108: the cpu detection sequence
     (True, 60, 256, 1), (True, 60, 256, 6), (False, 60, 256, 1),
     (True, 60, 16, 1), (False, 60, 16, 1),
+    (True, 108, 256, 1), (True, 108, 16, 1), (False, 108, 16, 1),
     (True, 600, 256, 1), (True, 600, 4, 1), (False, 600, 4, 1),
 ]
 QUICK_CELLS = [(True, 60, 256, 1), (False, 60, 16, 1), (True, 60, 16, 1),
@@ -157,7 +158,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--vocab", type=int, default=100, help="output vocabulary size")
-    ap.add_argument("--limit", type=float, default=150.0, help="seconds per cell")
+    ap.add_argument("--limit", type=float, default=300.0, help="seconds per cell")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", action="store_true", help="time the MLE and RL steps only")

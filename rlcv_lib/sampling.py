@@ -158,7 +158,7 @@ def sample(model: nnx.Module, images: jax.Array, rng: jax.Array, spec: DecodeSpe
         else:
             logits = jax.lax.dynamic_index_in_dim(model.decode(state, enc), t, axis=1,
                                                   keepdims=False)
-        allowed = allowed_mask(spec, t, prev, vocab)
+        allowed = allowed_mask(spec, t, prev, vocab) | done[:, None]  # after EOS: unused
         tok, logp = _choose(logits, allowed, jax.random.fold_in(rng, t), spec)
         tok, logp, valid, done = _finish(tok, logp, done, spec)
         if not spec.use_cache:
@@ -209,10 +209,13 @@ def teacher_forced(model: nnx.Module, images: jax.Array, tokens: jax.Array,
     b, n, length = tokens.shape
     flat = tokens.reshape(b * n, length)
     logits = model(images, flat)  # [B·N,L,V]
+    valid = valid_mask(flat, spec.eos_id)
     allowed = allowed_mask(spec, jnp.arange(length)[None, :], prev_tokens(flat),
                            logits.shape[-1])
+    # After EOS nothing is scored; allowing every token there keeps log_softmax finite (an
+    # all-masked row would put NaN into the gradient through jnp.where).
+    allowed = allowed | ~valid[..., None]
     logsm = jax.nn.log_softmax(masked_logits(logits, allowed, spec.temperature), axis=-1)
-    valid = valid_mask(flat, spec.eos_id)
     lp = jnp.take_along_axis(logsm, flat[..., None], axis=-1)[..., 0]
     lp = jnp.where(valid, lp, 0.0)
     return TeacherForced(lp.reshape(b, n, length), valid.reshape(b, n, length),
@@ -245,7 +248,7 @@ def beam_search(model: nnx.Module, images: jax.Array, spec: DecodeSpec, beam_siz
     def body(carry, t):
         cache, prev, done, scores, toks, logps = carry
         logits, cache = model.decode_step(cache, prev.reshape(-1), t)
-        allowed = allowed_mask(spec, t, prev.reshape(-1), vocab)
+        allowed = allowed_mask(spec, t, prev.reshape(-1), vocab) | done.reshape(-1, 1)
         logp = jax.nn.log_softmax(masked_logits(logits, allowed, 1.0), -1).reshape(b, k, vocab)
         if spec.eos_id is not None:
             logp = jnp.where(done[..., None], pad_row, logp)

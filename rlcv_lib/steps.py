@@ -128,16 +128,22 @@ def rl_loss(model, images, tokens, adv, weights, aux, spec, task, rl_cfg):
     return pg + rl_cfg.aux_weight * aux_l, metrics
 
 
-def make_rl_step(task: Any, rl_cfg: RLConfig):
+def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = None):
     """``step(model, optimizer, batch, rng) -> metrics`` for REINFORCE.
 
     Jitted sampling (N per image, image encoded once) -> host reward ``task.reward`` ->
-    jitted advantages, loss and update. With ``rl_cfg.kl_coef > 0`` the parameters at the first
-    call are kept as the reference model of the KL penalty."""
+    jitted advantages, loss and update. With ``rl_cfg.kl_coef > 0`` the KL penalty is to
+    ``ref_model`` (pass the initial model when resuming), by default a copy of the model taken
+    at the first call. Metrics: ``loss`` (REINFORCE + weighted aux), ``pg_loss``, ``aux_loss``,
+    ``reward_mean``, ``reward_std`` (over all B·N samples), ``reward_std_within`` (mean over
+    images of the std of its N rewards: what a leave-one-out baseline can use), ``adv_mean``,
+    ``adv_std`` (over the samples that carry gradient), ``entropy`` (nats per valid token),
+    ``sample_len``, ``grad_norm``, the reward's scalar auxiliaries, and ``kl_sample`` with a
+    KL penalty."""
     base.check_task(task)
     rl_cfg.validate()
     spec = rl_spec(task, rl_cfg)
-    ref: dict[str, nnx.Module] = {}
+    ref: dict[str, nnx.Module] = {} if ref_model is None else {"model": ref_model}
 
     @nnx.jit
     def update(model, optimizer, images, tokens, lengths, rewards, greedy_rewards, aux,
@@ -185,7 +191,8 @@ def make_rl_step(task: Any, rl_cfg: RLConfig):
         metrics = update(model, optimizer, images, out.tokens, out.lengths, jnp.asarray(rewards),
                          greedy_r, arrays, out.logprobs, ref_logp)
         metrics.update(reward_mean=jnp.asarray(rewards.mean()),
-                       reward_std=jnp.asarray(rewards.std()), **scalars)
+                       reward_std=jnp.asarray(rewards.std()),
+                       reward_std_within=jnp.asarray(rewards.std(axis=1).mean()), **scalars)
         if rl_cfg.kl_coef:
             valid = np.asarray(sampling.valid_mask(out.tokens, spec.eos_id))
             kl = np.sum((np.asarray(out.logprobs) - np.asarray(ref_logp)) * valid, -1).mean()

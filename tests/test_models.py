@@ -151,7 +151,7 @@ def test_paper_configs_pass_eval_shape(name):
 
     logits, cache = jax.eval_shape(one_step, state, images)
     assert logits.shape == (b * n, cfg.vocab_size)
-    assert cache.self_k[0].shape == (b * n, cfg.max_len, cfg.dec_heads,
+    assert cache.self_k[0].shape == (b * n, cfg.dec_heads, cfg.max_len,
                                      cfg.dec_width // cfg.dec_heads)
     assert cache.cross_k[0].shape[0] == b  # image keys stored once per image, not per sample
 

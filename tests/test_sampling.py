@@ -149,3 +149,23 @@ def test_wide_beam_finds_the_exhaustive_argmax():
     greedy = sampling.greedy_jit(m, images, spec)
     assert np.all(np.asarray(beams.scores[:, 0]) >= np.asarray(greedy.logprobs.sum(-1)[:, 0])
                   - 1e-6)
+
+
+def test_a_rule_that_forbids_everything_after_eos_keeps_gradients_finite(model, images):
+    """Positions after EOS are never scored; a rule that allows nothing there (here: nothing
+    after EOS or PAD) must not put NaN into the sampler or the teacher-forced gradient."""
+    def rule(position, prev):
+        dead = (prev == EOS) | (prev == PAD)
+        return jnp.where(dead[..., None], False, jnp.arange(V) != PAD)
+
+    spec = dataclasses.replace(SPEC, allowed=rule)
+    out = sampling.sample_jit(model, images, jax.random.key(4), spec)
+    assert (np.asarray(out.lengths) < L).any() and np.isfinite(np.asarray(out.logprobs)).all()
+
+    @nnx.jit
+    def grads(m):
+        return nnx.grad(lambda m: sampling.teacher_forced(m, images, out.tokens, spec)
+                        .logprobs.sum())(m)
+
+    g = nnx.state(grads(model), nnx.Param)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(g))

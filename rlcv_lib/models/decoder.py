@@ -24,9 +24,11 @@ from rlcv_lib.models.layers import Attention, Mlp, layer_norm, maybe_remat
 
 
 class Cache(NamedTuple):
-    """Decoding state. ``self_k``/``self_v``: per layer [B',L,H,K], filled up to the current
-    position; ``cross_k``/``cross_v``: per layer [B,S,H,K], the image's keys/values, computed
-    once (B' = B·N rows of samples share B images)."""
+    """Decoding state. ``self_k``/``self_v``: per layer [B',H,L,K], filled up to the current
+    position; ``cross_k``/``cross_v``: per layer [B,H,S,K], the image's keys/values, computed
+    once (B' = B·N rows of samples share B images). Heads come before positions so that the
+    per-step attention contracts without transposing the cache (on the CPU a transposed copy
+    of the whole cache per step dominated long decodes)."""
 
     self_k: tuple[jax.Array, ...]
     self_v: tuple[jax.Array, ...]
@@ -54,15 +56,36 @@ class DecoderBlock(nnx.Module):
         return x + self.mlp(self.ln3(x))
 
     def step(self, x, t, self_k, self_v, cross_k, cross_v):
-        """One position: x [B',1,D] at index t; returns (x, updated self_k, self_v)."""
+        """One position: x [B',D] at index t; returns (x, updated self_k, self_v)."""
+        b, d = x.shape
+        sa, ca = self.self_attn, self.cross_attn
         h = self.ln1(x)
-        k, v = self.self_attn.project_kv(h)  # [B',1,H,K]
-        self_k = jax.lax.dynamic_update_slice_in_dim(self_k, k.astype(self_k.dtype), t, axis=1)
-        self_v = jax.lax.dynamic_update_slice_in_dim(self_v, v.astype(self_v.dtype), t, axis=1)
-        mask = (jnp.arange(self_k.shape[1]) <= t)[None, None, None, :]  # [1,1,1,L]
-        x = x + self.self_attn.attend(h, self_k, self_v, mask=mask)
-        x = x + self.cross_attn.attend(self.ln2(x), cross_k, cross_v)
+        heads = lambda y: y.reshape(b, sa.heads, 1, d // sa.heads)  # noqa: E731  [B',H,1,K]
+        self_k = jax.lax.dynamic_update_slice_in_dim(self_k, heads(sa.k(h)).astype(self_k.dtype),
+                                                     t, axis=2)
+        self_v = jax.lax.dynamic_update_slice_in_dim(self_v, heads(sa.v(h)).astype(self_v.dtype),
+                                                     t, axis=2)
+        q = sa.q(h).reshape(b, sa.heads, d // sa.heads)  # [B',H,K]
+        valid = jnp.arange(self_k.shape[2]) <= t  # [L]
+        x = x + sa.o(_attend_cached(q, self_k, self_v, valid).reshape(b, d))
+        nb = cross_k.shape[0]  # the N samples of an image are folded into its queries
+        q = ca.q(self.ln2(x)).reshape(nb, b // nb, ca.heads, d // ca.heads)  # [B,N,H,K]
+        o = _attend_cached(q.transpose(0, 2, 1, 3), cross_k, cross_v, None)  # [B,H,N,K]
+        x = x + ca.o(o.transpose(0, 2, 1, 3).reshape(b, d))
         return x + self.mlp(self.ln3(x)), self_k, self_v
+
+
+def _attend_cached(q, k, v, valid):
+    """Softmax attention of q [B,H,(T,)K] over k/v [B,H,S,K]; ``valid`` bool [S] or None."""
+    squeeze = q.ndim == 3
+    q = q[:, :, None] if squeeze else q
+    s = jnp.einsum("bhtk,bhsk->bhts", q, k.astype(q.dtype)).astype(jnp.float32)
+    s = s / jnp.sqrt(jnp.float32(q.shape[-1]))
+    if valid is not None:
+        s = jnp.where(valid, s, -jnp.inf)
+    p = jax.nn.softmax(s, axis=-1).astype(q.dtype)
+    o = jnp.einsum("bhts,bhsk->bhtk", p, v.astype(q.dtype))
+    return o[:, :, 0] if squeeze else o
 
 
 class Decoder(nnx.Module):
@@ -101,10 +124,11 @@ class Decoder(nnx.Module):
         """Empty self-attention cache for ``batch`` = B·N rows and the image keys/values."""
         dtype = jnp.dtype(self.cfg.dtype)
         h = self.cfg.dec_heads
-        shape = (batch, self.cfg.max_len, h, self.cfg.dec_width // h)
+        shape = (batch, h, self.cfg.max_len, self.cfg.dec_width // h)
         zeros = tuple(jnp.zeros(shape, dtype) for _ in self.blocks)
-        kv = [blk.cross_attn.project_kv(enc) for blk in self.blocks]
-        return Cache(zeros, zeros, tuple(k for k, _ in kv), tuple(v for _, v in kv))
+        kv = [blk.cross_attn.project_kv(enc) for blk in self.blocks]  # [B,S,H,K] each
+        return Cache(zeros, zeros, tuple(k.transpose(0, 2, 1, 3) for k, _ in kv),
+                     tuple(v.transpose(0, 2, 1, 3) for _, v in kv))
 
     def step(self, cache: Cache, prev_token: jax.Array, t: jax.Array) -> tuple[jax.Array, Cache]:
         """Logits [B',V] at position ``t`` given token ``prev_token`` [B'] at t-1 (ignored at
@@ -112,13 +136,12 @@ class Decoder(nnx.Module):
         dtype = jnp.dtype(self.cfg.dtype)
         emb = self.embed(jnp.maximum(prev_token, 0))
         start = jnp.broadcast_to(self.start[...].astype(dtype), emb.shape)
-        x = jnp.where(t == 0, start, emb) + self.pos[t].astype(dtype)
-        x = x[:, None, :]  # [B',1,D]
+        x = jnp.where(t == 0, start, emb) + self.pos[t].astype(dtype)  # [B',D]
         new_k, new_v = [], []
         for i, blk in enumerate(self.blocks):
             x, k, v = blk.step(x, t, cache.self_k[i], cache.self_v[i], cache.cross_k[i],
                                cache.cross_v[i])
             new_k.append(k)
             new_v.append(v)
-        logits = self.head(self.ln(x[:, 0])).astype(jnp.float32)
+        logits = self.head(self.ln(x)).astype(jnp.float32)
         return logits, cache._replace(self_k=tuple(new_k), self_v=tuple(new_v))
