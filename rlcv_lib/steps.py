@@ -25,9 +25,19 @@ Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this):
   metrics it returns are already on the host side of that sync.
 * Metrics are jax scalars (no host sync in the MLE step); a NaN/inf ``loss`` is the trainer's
   to detect.
+* ``make_rl_step(task, rl_cfg, ref_model=initial_model)``: with ``rl_cfg.kl_coef > 0`` pass
+  the initial model when resuming (default: a copy of the model at the first call).
 * ``make_eval_fn(task, method="greedy")`` -> ``fn(model, batch) -> tokens int32 [B,L]``.
+* ``make_sample_fn(task, rl_cfg, **overrides)`` -> ``fn(model, images, rng) -> SampleOutput``.
 * ``make_kl_fn(task, rl_cfg)`` -> ``fn(model, ref_model, batch, rng) -> jax scalar``: the KL to
   a reference (initial) model, for evaluation intervals.
+* The jitted pieces are the module-level ``sampling.sample_jit`` / ``greedy_jit`` /
+  ``teacher_forced_jit`` (static ``DecodeSpec``), so steps and helpers made twice for the same
+  task share their compilations.
+
+Measured on the 2-core CPU (``python benchmarks/bench_sampler.py --steps --length 108``, cpu
+preset, vocab 100, L=108): MLE step at B=32 0.34 s; RL step at B=16×N=8 1.26 s (sampling 0.46 s,
+update 0.81 s).
 """
 
 from __future__ import annotations
