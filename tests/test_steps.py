@@ -37,6 +37,8 @@ def test_mle_drives_the_loss_near_zero(mle_step):
     assert losses[-1] < 0.05, losses[-10:]
     tokens = steps.make_eval_fn(TASK)(model, batch)
     np.testing.assert_array_equal(tokens, batch["tokens"])  # greedy decode reproduces them
+    beam = steps.make_eval_fn(TASK, method="beam", beam_size=3)(model, batch)
+    np.testing.assert_array_equal(beam, batch["tokens"])
 
 
 def test_mle_step_rejects_a_model_of_another_task(mle_step):
