@@ -59,6 +59,9 @@ class DecodeSpec:
     """KV-cache decoding; False recomputes the whole prefix each step (reference/benchmark)."""
     unroll: int = 1
     """``jax.lax.scan`` unroll factor of the decoding loop."""
+    early_stop: bool = True
+    """With an EOS: stop the loop once every row has emitted it (a ``while_loop``; the outputs
+    are identical to running all L steps). Without an EOS the loop is a ``scan``."""
 
     @classmethod
     def for_task(cls, task: Any, **kw) -> DecodeSpec:
@@ -166,12 +169,38 @@ def sample(model: nnx.Module, images: jax.Array, rng: jax.Array, spec: DecodeSpe
         return (state, tok, done), (tok, logp, valid)
 
     init = (state, jnp.full((rows,), -1, jnp.int32), jnp.zeros((rows,), bool))
-    _, (toks, logps, valid) = jax.lax.scan(body, init, jnp.arange(length), unroll=spec.unroll)
+    if spec.eos_id is not None and spec.early_stop:
+        toks, logps, valid = _while_all_done(body, init, length, spec.pad_id)
+    else:
+        _, (toks, logps, valid) = jax.lax.scan(body, init, jnp.arange(length),
+                                               unroll=spec.unroll)
     toks, logps, valid = (x.T.reshape(b, n, length) for x in (toks, logps, valid))
     return SampleOutput(toks, logps, valid.sum(-1).astype(jnp.int32))
 
 
 sample_jit = nnx.jit(sample, static_argnames=("spec",))
+
+
+def _while_all_done(body, init, length: int, pad_id: int):
+    """Runs ``body`` like ``scan`` over t = 0..L-1 but stops once every row is done; the
+    positions never visited keep (PAD, 0, invalid), exactly what ``body`` writes after EOS."""
+    rows = init[1].shape[0]
+    bufs = (jnp.full((length, rows), pad_id, jnp.int32), jnp.zeros((length, rows)),
+            jnp.zeros((length, rows), bool))
+
+    def cond(c):
+        t, (_, _, done), _ = c
+        return (t < length) & ~jnp.all(done)
+
+    def step(c):
+        t, carry, bufs = c
+        carry, outs = body(carry, t)
+        bufs = tuple(buf.at[t].set(o.astype(buf.dtype)) for buf, o in zip(bufs, outs,
+                                                                         strict=True))
+        return t + 1, carry, bufs
+
+    _, _, bufs = jax.lax.while_loop(cond, step, (jnp.int32(0), init, bufs))
+    return bufs
 
 
 def greedy(model: nnx.Module, images: jax.Array, spec: DecodeSpec) -> SampleOutput:

@@ -67,6 +67,23 @@ def test_sampler_logprobs_equal_teacher_forced(model, images, temperature):
     assert np.all(np.asarray(out.logprobs) <= 0) and np.any(np.asarray(out.logprobs) < -0.1)
 
 
+def _eos_at_2(position, prev):  # every row ends at position 2: the loop can stop at t = 3
+    return jnp.where(position >= 2, jnp.arange(V) == EOS, jnp.arange(V) >= 2)
+
+
+@pytest.mark.parametrize("rule", [grammar, _eos_at_2])
+def test_early_stop_equals_running_all_steps(model, images, samples, rule):
+    spec = dataclasses.replace(SPEC, allowed=rule)
+    early = samples if rule is grammar else sampling.sample_jit(model, images,
+                                                                jax.random.key(7), spec)
+    full = sampling.sample_jit(model, images, jax.random.key(7),
+                               dataclasses.replace(spec, early_stop=False))
+    for a, b in zip(early, full, strict=True):
+        np.testing.assert_array_equal(a, b)
+    if rule is _eos_at_2:
+        assert np.all(np.asarray(early.lengths) == 3)
+
+
 def test_samples_follow_the_grammar_and_eos(samples):
     toks, lps = np.asarray(samples.tokens), np.asarray(samples.logprobs)
     lengths = np.asarray(samples.lengths)
