@@ -67,7 +67,8 @@ SECTIONS: dict[str, tuple[str, str, str]] = {
     "model": ("rlcv_lib.models", "ModelConfig", "MODEL_PRESETS"),
     "rl": ("rlcv_lib.reinforce", "RLConfig", "RL_PRESETS"),
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
-    "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),
+    "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),  # MLE pretraining
+    "tune": ("rlcv_lib.train", "TrainConfig", "TUNE_PRESETS"),  # reward tuning
     "detection": ("rlcv_lib.tasks.detection", "DetectionConfig", "DETECTION_PRESETS"),
     "captioning": ("rlcv_lib.tasks.captioning", "CaptioningConfig", "CAPTIONING_PRESETS"),
     "toy": ("rlcv_lib.toy_experiment", "ToyConfig", "TOY_PRESETS"),
