@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib import optim, sampling, steps, train
+from rlcv_lib import checkpoint, optim, sampling, steps, train
 from rlcv_lib.data import pipeline, sources
 from rlcv_lib.history import History
 from rlcv_lib.models import build_model
@@ -195,18 +195,36 @@ def pretrain(cfg: Any, workdir: str | Path | None, *, eval_examples: int = 256,
                           seconds=result.seconds)
 
 
+def restore_model(cfg: Any, workdir: str | Path, step: int | None = None):
+    """``(model, task, step)``: the model of :func:`pretrain`'s checkpoint ``step`` (default the
+    latest) in ``workdir``."""
+    task = make_task(cfg)
+    model = build_model(cfg.model, task, seed=cfg.run.seed)
+    step = checkpoint.restore(Path(workdir) / "checkpoints", model, step=step)
+    return model, task, step
+
+
 def _main() -> None:
     """``python -m rlcv_lib.detection_experiment PRESET WORKDIR [key=value ...]``: pretrain and
-    print the validation curve and the wrong-image control."""
+    print the validation curve and the wrong-image control. With ``control`` before PRESET: only
+    the control (and one evaluation) of WORKDIR's latest checkpoint."""
     import json
     import sys
 
     from rlcv_lib.config import get_config
 
-    preset, workdir, *kv = sys.argv[1:]
+    args = sys.argv[1:]
+    control_only = args[0] == "control"
+    preset, workdir, *kv = args[1:] if control_only else args
     overrides = dict(a.split("=", 1) for a in kv)
     train_size = overrides.pop("train_size", None)
     cfg = get_config(preset, overrides=overrides)
+    if control_only:
+        model, task, step = restore_model(cfg, workdir)
+        examples, val_batch = validation_set(cfg, 256, str(Path(workdir).parent / "scenes_cache"))
+        print(json.dumps({"step": step, **make_evaluator(task, examples, val_batch)(model)}))
+        print(json.dumps({"wrong_image_control": wrong_image_control(model, task, val_batch)}))
+        return
     run = pretrain(cfg, workdir, train_size=None if train_size is None else int(train_size),
                    cache_dir=str(Path(workdir).parent / "scenes_cache"), progress=False)
     for rec in run.history.records():

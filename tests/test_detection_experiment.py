@@ -113,3 +113,13 @@ def test_kind_nll_is_the_mean_teacher_forced_nll(task, run):
     got = dx.kind_nll(result.model, task, images, tokens, chunk=3)
     cls = (np.arange(task.max_len) % det.TOKENS_PER_BOX == 4) & (tokens != det.PAD)
     assert got["class"] == pytest.approx(-lp[cls].mean(), rel=1e-5)
+
+
+def test_restore_model_gives_the_trained_model(cfg, task, run):
+    result, workdir = run
+    model, _, step = dx.restore_model(cfg, workdir)
+    assert step == 4
+    images = result.val_batch["image"][:4]
+    tokens = dx.truth_tokens(task, {k: result.val_batch[k][:4] for k in ("boxes", "labels")})
+    assert dx.kind_nll(model, task, images, tokens) == dx.kind_nll(result.model, task, images,
+                                                                    tokens)
