@@ -8,7 +8,13 @@ COCOeval's (except where an IoU equals a threshold exactly: COCOeval matches at 
 released reward at IoU > t; counted and printed). Timings are the best of ``--repeats`` runs
 in this process.
 
-    python benchmarks/bench_detection_reward.py [--batch 16 --samples 8 --repeats 5]
+    python benchmarks/bench_detection_reward.py [--batch 16 --samples 8 --repeats 5] [--no-save]
+
+No DESIGN §6 target applies to the rows here: the package keeps no batched per-image AP (mAP is
+pycocotools' COCOeval as judge), so the ≥ 50× target has nothing to check; the comparison with the
+NumPy replay of the released reward is reported without a target. COCOeval per image counts
+matches for the same predictions (a related but not identical quantity: it also ranks by score
+and accumulates precision), so its row is context, not a like-for-like ratio.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import io
 import time
 
 import numpy as np
+from record import Suite
 
 from rlcv_lib.data import coco_export
 from rlcv_lib.rewards import detection_released as R
@@ -105,7 +112,7 @@ def run(name: str, batch: int, samples: int, repeats: int, seed: int) -> list[tu
                                                scores[b, n][slots_d.present[b, n]])
                               for n in range(samples)] for b in range(batch)])
 
-    t_coco, coco = best_of(coco_all, max(1, repeats // 2))
+    t_coco, coco = best_of(coco_all, max(1, repeats // 4))
     # An IoU exactly at a threshold matches in COCOeval (>=) but not in the reward (>, as
     # released); on a coarse level grid such ties happen, so compare the samples without one.
     iou = pairwise_iou(slots_d.boxes, fx["gt_boxes"][:, None])  # [B,N,S,M]
@@ -119,7 +126,7 @@ def run(name: str, batch: int, samples: int, repeats: int, seed: int) -> list[tu
     t_ours, _ = best_of(lambda: ours.reward(fx["pred_seqs"], gt_batch), repeats)
     t_compat, _ = best_of(lambda: compat.reward(fx["pred_seqs"], gt_batch), repeats)
     t_rel, _ = best_of(lambda: R.reward_fn(fx["pred_seqs"], fx["gt_seqs"], rcfg),
-                       max(1, repeats // 2))
+                       max(1, repeats // 4))
     bn = batch * samples
     rows = [("ours (default)", t_ours), ("ours (paper_compat)", t_compat),
             ("released, NumPy replay", t_rel), ("pycocotools COCOeval per image", t_coco)]
@@ -133,6 +140,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-save", action="store_true", help="print only; leave results.json")
     args = ap.parse_args()
     rows = []
     for name in SETTINGS:
@@ -144,6 +152,28 @@ def main() -> None:
     print(f"|{'-' * 32}|{'-' * 32}|{'-' * 11}|{'-' * 11}|{'-' * 10}|")
     for setting, label, ms, us, ratio in rows:
         print(f"| {setting:<30} | {label:<30} | {ms:9.2f} | {us:9.1f} | {ratio:8.1f} |")
+    suite = Suite("detection_reward", "Detection reward per B×N batch: ours vs the released "
+                                      "reward replayed in NumPy (pycocotools COCOeval for context)")
+    for setting, label, ms, _, ratio in rows:
+        kw: dict = {}
+        if label.startswith("ours (paper_compat)"):
+            replay = [r[2] for r in rows if r[0] == setting and r[1].startswith("released")][0]
+            kw = dict(reference="released, NumPy replay", ratio=replay / ms,
+                      note="the same reward as the replay (checked to 1e-6)")
+        elif label.startswith("pycocotools"):
+            kw = dict(note=f"context, not the same quantity: {ratio:.0f}x the time of ours "
+                           "(default)")
+        suite.add(f"{label}, {setting}", ms, "ms/batch", **kw)
+    suite.notes += [
+        "outputs agree before timing: paper_compat = the replay to 1e-6; default = the "
+        "equal-weight mean of the same per-threshold rewards; matched counts = COCOeval's "
+        "except at exact IoU ties (>= vs >)",
+        "ratio: the released replay's time / ours (paper_compat), which computes the same "
+        "reward; ours (default) weights the thresholds equally (the corrected reward)",
+        f"best of {args.repeats} runs (COCOeval and the replay: {max(1, args.repeats // 4)})",
+        "no batched per-image AP in the package, so DESIGN §6's >= 50x COCOeval target is not "
+        "applicable"]
+    suite.finish(save=not args.no_save)
 
 
 if __name__ == "__main__":

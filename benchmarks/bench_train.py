@@ -1,4 +1,17 @@
-"""Trainer overhead: the same MLE / RL steps run by a bare Python loop and by ``train.fit``.
+"""Training speed: MLE examples/s, the reward-tuning step split into its parts over a small
+grid of L, B and N, and the trainer's overhead over a bare loop.
+
+**Breakdown** (suite ``train_breakdown``): the cpu detection task on scenes batches with the
+real reward. The RL step (``steps.make_rl_step``) is timed whole, and its parts are timed
+separately on the same batch, interleaved: sampling (the same jitted sampler, tokens fetched),
+reward (``task.reward``), gradient step (the same loss and update jitted alone); "other" is
+the step minus the three (host transfers, metrics; within noise it can come out negative). The
+grid starts from a base cell and doubles one of L, B, N at a time; the notes give each part's
+growth per doubling. With ``--plot`` (or when saving) a stacked-bar figure is written to
+``benchmarks/train_breakdown.png``.
+
+**Trainer overhead** (suite ``train``): the same MLE / RL steps run by a bare Python loop and by
+``train.fit``.
 
 ``fit`` adds per step a ``batch_fn`` call, an rng ``fold_in`` and bookkeeping, and at log
 intervals one device fetch; with a workdir it also writes checkpoints (asynchronously) and a
@@ -9,7 +22,8 @@ generation is not part of either. It also times one checkpoint save (the part th
 training) and one restore. The RL step's own split into sampling / reward / update is
 ``benchmarks/bench_sampler.py --steps``.
 
-    python benchmarks/bench_train.py [--model cpu] [--batch 32] [--steps 40] [--no-save]
+    python benchmarks/bench_train.py [--model cpu] [--batch 32] [--steps 20] [--no-save]
+    python benchmarks/bench_train.py --quick --no-save    # smoke model, tiny grid
 """
 
 from __future__ import annotations
@@ -18,15 +32,19 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
+from bench_sampler import detection_bench, record_rl, time_mle, time_rl
 from record import Suite
 
 from rlcv_lib import checkpoint, optim, steps, train
 from rlcv_lib.models import MODEL_PRESETS, build_model
 from rlcv_lib.reinforce import RL_PRESETS
 from rlcv_lib.tasks.toy import SortTask
+
+HERE = Path(__file__).resolve().parent
 
 
 def bare_loop(step_fn, model, opt, batches, seed=0):
@@ -48,15 +66,81 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+# (slots, B, N): the base cell, then L, B and N doubled one at a time
+GRID = [(9, 4, 4), (18, 4, 4), (9, 8, 4), (9, 4, 8)]
+QUICK_GRID = [(3, 2, 2), (6, 2, 2)]
+MLE_GRID = [(9, 16), (18, 16), (9, 32)]  # (slots, B)
+QUICK_MLE_GRID = [(3, 4)]
+
+
+def breakdown(args) -> tuple[Suite, dict]:
+    """MLE examples/s and the RL step's parts over the grid (see the module docstring)."""
+    world = "smoke" if args.quick else "cpu"
+    grid, mle_grid = (QUICK_GRID, QUICK_MLE_GRID) if args.quick else (GRID, MLE_GRID)
+    suite = Suite("train_breakdown", f"MLE examples/s and the reward-tuning step's parts "
+                                     f"({args.model} model, {world} detection task, scenes)")
+    benches = {}
+    for slots in sorted({g[0] for g in grid} | {g[0] for g in mle_grid}):
+        sizes = {g[1] for g in grid + mle_grid if g[0] == slots}
+        benches[slots] = detection_bench(world, args.model, slots, sorted(sizes))
+    for slots, b in mle_grid:
+        m = time_mle(benches[slots], b, args.repeats)
+        suite.add(f"MLE L={6 * slots} B={b}", m["examples_s"], "examples/s",
+                  note=f"{m['step_s']:.3f} s/step; first call (compile) {m['first_s']:.1f} s")
+    results = {}
+    for slots, b, n in grid:
+        r = results[(slots, b, n)] = time_rl(benches[slots], b, n, args.repeats)
+        record_rl(suite, f"L={6 * slots} B={b} N={n}", r)
+    base = grid[0]
+    parts = ("sampling", "reward", "gradient step", "step")
+    for cell, what in zip(grid[1:], ("L", "B", "N"), strict=False):
+        growth = ", ".join(f"{p} x{results[cell][p] / results[base][p]:.2f}" for p in parts)
+        suite.notes.append(f"doubling {what} (L={6 * cell[0]} B={cell[1]} N={cell[2]} vs the "
+                           f"base L={6 * base[0]} B={base[1]} N={base[2]}): {growth}")
+    suite.notes.append(f"medians of {args.repeats} interleaved runs per part; RL: REINFORCE "
+                       "with the leave-one-out baseline (RLConfig defaults), detection reward "
+                       "with the confidence loss")
+    return suite, results
+
+
+def plot(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"L={6 * s}\nB={b} N={n}" for s, b, n in results]
+    fig, ax = plt.subplots(figsize=(1.6 * len(results) + 2, 3.5))
+    bottom = np.zeros(len(results))
+    for part in ("sampling", "reward", "gradient step", "other"):
+        v = np.array([max(r[part], 0.0) for r in results.values()])
+        ax.bar(labels, v, bottom=bottom, label=part)
+        bottom += v
+    ax.set_ylabel("seconds per RL step")
+    ax.set_title("Reward-tuning step: where the time goes")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="cpu", choices=sorted(MODEL_PRESETS))
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rl-batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smoke model, tiny grid, few steps")
+    ap.add_argument("--plot", action="store_true", help="write the figure even with --no-save")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.batch, args.rl_batch, args.steps, args.repeats = "smoke", 4, 2, 3, 1
+    suite, results = breakdown(args)
+    suite.finish(save=not args.no_save)
+    if args.plot or not args.no_save:
+        plot(results, HERE / "train_breakdown.png")
 
     mcfg = MODEL_PRESETS[args.model]
     task = SortTask(max_numbers=8, image_size=mcfg.image_size)

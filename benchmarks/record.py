@@ -57,13 +57,13 @@ class Suite:
 
     def table(self) -> str:
         lines = [f"## {self.name}: {self.title}", "",
-                 "| measurement | value | unit | reference | ratio | target | met |",
-                 "|---|---:|---|---|---:|---|---|"]
+                 "| measurement | value | unit | reference | ratio | target | met | note |",
+                 "|---|---:|---|---|---:|---|---|---|"]
         for m in self.rows:
             ratio = "" if m.ratio is None else f"{m.ratio:.3g}"
             met = "" if m.met is None else ("yes" if m.met else "**no**")
             lines.append(f"| {m.name} | {m.value:.4g} | {m.unit} | {m.reference or ''} | "
-                         f"{ratio} | {m.target or ''} | {met} |")
+                         f"{ratio} | {m.target or ''} | {met} | {m.note} |")
         lines += [""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines).rstrip() + "\n"
 
