@@ -291,6 +291,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", action="store_true", help="MLE / RL step breakdown only")
     ap.add_argument("--slots", type=int, default=18, help="--steps: box slots (L = 6 x slots)")
+    ap.add_argument("--length", type=int, help="--steps: tokens (a multiple of 6; sets --slots)")
     ap.add_argument("--no-save", action="store_true", help="print only; leave results.json")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -298,6 +299,10 @@ def main() -> None:
         print(json.dumps(run_cell(**json.loads(args.cell))))
         return
     if args.steps:
+        if args.length:
+            if args.length % 6:
+                raise SystemExit(f"--length {args.length} is not a multiple of 6 (box tokens)")
+            args.slots = args.length // 6
         bench = detection_bench(args.preset, args.preset, args.slots, (16, 32))
         suite = Suite("steps", f"MLE and reward-tuning step, {args.preset} detection task, "
                                f"L={6 * args.slots}")
