@@ -103,7 +103,8 @@ def run(name: str, batch: int, samples: int, repeats: int, seed: int) -> list[tu
     assert np.abs(res_c.reward - rel).max() < 1e-6, "paper_compat differs from the replay"
     assert np.abs(res_d.reward - res_c.per_threshold.mean(-1)).max() < 1e-6
     scores = rng.uniform(size=slots_d.present.shape)
-    gts = [coco_gt(fx["gt_boxes"][b], fx["gt_labels"][b], num_cls) for b in range(batch)]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints per index
+        gts = [coco_gt(fx["gt_boxes"][b], fx["gt_labels"][b], num_cls) for b in range(batch)]
 
     def coco_all():
         with contextlib.redirect_stdout(io.StringIO()):
