@@ -317,6 +317,8 @@ def main() -> None:
     suite = Suite("sampler", "KV-cache sampler vs recomputing the prefix "
                              f"({args.preset} model, fixed-length sequences)")
     record_cells(suite, run_cells(QUICK_CELLS if args.quick else DEFAULT_CELLS, args), args)
+    suite.notes.append("the GPU target (within 3x of the parameter-bandwidth floor at >= 256 "
+                       "sequences) is benchmarks/bench_gpu.py's: not measured yet (no GPU)")
     suite.finish(save=not args.no_save)
 
 
