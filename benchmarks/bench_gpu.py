@@ -29,6 +29,7 @@ so ``make bench`` on a CPU machine skips it)::
 
     python benchmarks/bench_gpu.py [--out benchmarks/gpu_results.md] [--bandwidth-gbs 3350]
     python benchmarks/bench_gpu.py --quick          # tiny shapes: runs anywhere (CPU check)
+    python benchmarks/bench_gpu.py --out "$OUT/gpu_results.md"   # on a lent GPU machine
 """
 
 from __future__ import annotations

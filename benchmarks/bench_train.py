@@ -8,7 +8,7 @@ reward (``task.reward``), gradient step (the same loss and update jitted alone);
 the step minus the three (host transfers, metrics; within noise it can come out negative). The
 grid starts from a base cell and doubles one of L, B, N at a time; the notes give each part's
 growth per doubling. With ``--plot`` (or when saving) a stacked-bar figure is written to
-``benchmarks/train_breakdown.png``.
+``benchmarks/train_breakdown.png`` (a negative "other" is drawn as 0).
 
 **Trainer overhead** (suite ``train``): the same MLE / RL steps run by a bare Python loop and by
 ``train.fit``.
