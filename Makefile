@@ -27,7 +27,8 @@ setup: $(STAMP)  ## create .venv and install everything (idempotent)
 reproduce: setup  ## run every notebook of notebooks/manifest.toml with PRESET (default cpu), then figures/results.json and RESULTS.md
 	$(PY) -m rlcv_lib.reproduce run --preset $(PRESET) --seed $(SEED) $(if $(filter 1,$(FROM_SCRATCH)),--from-scratch,)
 
-test: setup  ## unit tests, then every notebook in the smoke preset (nbval), then their declared outputs
+test: setup  ## lint, unit tests, then every notebook in the smoke preset (nbval), then their declared outputs
+	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory unit-test
 	$(MAKE) --no-print-directory notebook-test
 
