@@ -48,12 +48,15 @@ def repo_root() -> Path:
 
 
 def git_commit(root: Path | None = None) -> str:
-    """Short commit hash of the checkout, with ``-dirty`` if it has uncommitted changes."""
+    """Short commit hash of the checkout, with ``-dirty`` if its code has uncommitted changes."""
     root = root or repo_root()
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, check=True,
                               capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # The outputs a run writes (figures/, benchmarks' records) do not make the code dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!figures", ":!benchmarks/results.json",
+                                ":!benchmarks/RESULTS.md", ":!benchmarks/*.png"],
                                cwd=root, check=True, capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
