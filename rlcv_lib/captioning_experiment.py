@@ -24,19 +24,15 @@ The glue between the scenes data (:mod:`rlcv_lib.data`), the captioning task
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+import functools
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib import checkpoint, optim, sampling, steps, train
+from rlcv_lib import mle_experiment, steps
 from rlcv_lib.data import captions as captions_lib
-from rlcv_lib.data import palette, pipeline, sources
-from rlcv_lib.history import History
-from rlcv_lib.models import build_model
+from rlcv_lib.data import palette, pipeline
 from rlcv_lib.tasks import captioning as cap
 
 COLOUR_WORDS = frozenset(palette.COLOR_NAMES)
@@ -82,16 +78,6 @@ def make_batch_fn(task: cap.CaptioningTask, loader: pipeline.Loader, seed: int):
     return batch_fn
 
 
-def validation_set(cfg: Any, num_examples: int, cache_dir: str | None = None
-                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """The first ``num_examples`` validation scenes as examples (for pycocoevalcap) and as one
-    collated batch."""
-    src = sources.open_source("scenes", "validation", world=cfg.world, cache_dir=cache_dir,
-                              size=num_examples)
-    examples = [src[i] for i in range(len(src))]
-    return examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects)
-
-
 def greedy_tokens(model, task: cap.CaptioningTask, images: np.ndarray, chunk: int = 256
                   ) -> np.ndarray:
     """int32 [B,L]: greedy captions of ``images`` [B,H,W,3] (the shared decode rule)."""
@@ -115,20 +101,6 @@ def word_class_masks(task: cap.CaptioningTask, tokens: np.ndarray) -> dict[str, 
     out["other"] = is_word & ~np.any([out[k] for k in table], axis=0)
     out["eos"] = t == cap.EOS
     return out
-
-
-def class_nll(model, task: cap.CaptioningTask, images: np.ndarray, tokens: np.ndarray,
-              chunk: int = 256) -> dict[str, float]:
-    """Mean teacher-forced NLL (nats per token) of ``tokens`` [B,L] given ``images`` [B,...],
-    per class of :func:`word_class_masks`, under the task's mask."""
-    spec = sampling.DecodeSpec.for_task(task)
-    lp = np.concatenate([
-        np.asarray(sampling.teacher_forced_jit(
-            model, jnp.asarray(images[lo:lo + chunk]),
-            jnp.asarray(tokens[lo:lo + chunk])[:, None], spec).logprobs[:, 0])
-        for lo in range(0, len(tokens), chunk)])  # [B,L]
-    return {k: float(-lp[m].mean()) if m.any() else float("nan")
-            for k, m in word_class_masks(task, tokens).items()}
 
 
 def truth_tokens(task: cap.CaptioningTask, batch: dict[str, np.ndarray], index: int = 0
@@ -155,95 +127,24 @@ def make_evaluator(task: cap.CaptioningTask, examples: list[dict[str, Any]],
     return evaluate
 
 
-def wrong_image_control(model, task: cap.CaptioningTask, batch: dict[str, np.ndarray]
-                        ) -> dict[str, dict[str, float]]:
-    """NLL per word class of each image's first reference with its true images and with the
-    images rolled by one (each caption paired with another scene): ``{"true": {...}, "wrong":
-    {...}, "gap": wrong - true}``. A gap near 0 means the model ignores the image for that
-    class."""
-    if len(batch["image"]) < 2:
-        raise ValueError(f"the wrong-image control needs >= 2 images, got {len(batch['image'])}")
-    tokens = truth_tokens(task, batch)
-    true = class_nll(model, task, batch["image"], tokens)
-    wrong = class_nll(model, task, np.roll(batch["image"], 1, axis=0), tokens)
-    return {"true": true, "wrong": wrong, "gap": {k: wrong[k] - true[k] for k in true}}
+def class_nll(model, task: cap.CaptioningTask, images: np.ndarray, tokens: np.ndarray,
+              chunk: int = 256) -> dict[str, float]:
+    """Mean teacher-forced NLL (nats per token) of ``tokens`` [B,L] given ``images``, per class
+    of :func:`word_class_masks`, under the task's mask."""
+    return mle_experiment.kind_nll(RECIPE, model, task, images, tokens, chunk)
 
 
-@dataclasses.dataclass
-class PretrainResult:
-    """What :func:`pretrain` trained and measured."""
+RECIPE = mle_experiment.Recipe(
+    name="captioning", make_task=make_task, make_batch_fn=make_batch_fn,
+    make_evaluator=make_evaluator, truth_tokens=truth_tokens, token_masks=word_class_masks)
+"""Captioning's part of :mod:`rlcv_lib.mle_experiment` (its control reads each image's first
+reference)."""
 
-    model: Any
-    task: cap.CaptioningTask
-    history: History
-    val_batch: dict[str, np.ndarray]
-    seconds: float
-
-
-def pretrain(cfg: Any, workdir: str | Path | None, *, eval_examples: int = 256,
-             train_size: int | None = None, cache_dir: str | None = None,
-             progress: bool = True) -> PretrainResult:
-    """MLE pretraining of ``cfg.model`` on ``cfg.world``'s captions with ``cfg.train`` (resumes
-    from ``workdir``'s checkpoints); validation metrics (:func:`make_evaluator` on the first
-    ``eval_examples`` validation scenes) every ``train.eval_every`` updates and at step 0.
-    ``train_size``: stream over only the first that many training scenes (None: the split)."""
-    task = make_task(cfg, cache_dir)
-    model = build_model(cfg.model, task, seed=cfg.run.seed)
-    tcfg = cfg.train
-    src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,
-                              size=train_size)
-    loader = pipeline.Loader(src, tcfg.micro_batch_size, seed=cfg.run.seed,
-                             max_boxes=cfg.world.max_objects)
-    examples, val_batch = validation_set(cfg, eval_examples, cache_dir)
-    result = train.fit(model, optim.make_optimizer(model, tcfg), steps.make_mle_step(task),
-                       make_batch_fn(task, loader, cfg.run.seed), seed=cfg.run.seed,
-                       workdir=workdir, eval_fn=make_evaluator(task, examples, val_batch),
-                       eval_at_start=True, progress=progress, desc="captioning MLE",
-                       **train.fit_kwargs(tcfg))
-    return PretrainResult(model=model, task=task, history=result.history, val_batch=val_batch,
-                          seconds=result.seconds)
-
-
-def restore_model(cfg: Any, workdir: str | Path, step: int | None = None,
-                  cache_dir: str | None = None):
-    """``(model, task, step)``: the model of :func:`pretrain`'s checkpoint ``step`` (default the
-    latest) in ``workdir``."""
-    task = make_task(cfg, cache_dir)
-    model = build_model(cfg.model, task, seed=cfg.run.seed)
-    step = checkpoint.restore(Path(workdir) / "checkpoints", model, step=step)
-    return model, task, step
-
-
-def _main() -> None:
-    """``python -m rlcv_lib.captioning_experiment PRESET WORKDIR [key=value ...]``: pretrain and
-    print the validation curve and the wrong-image control. With ``control`` before PRESET: only
-    the control (and one evaluation) of WORKDIR's latest checkpoint."""
-    import json
-    import sys
-
-    from rlcv_lib.config import get_config
-
-    args = sys.argv[1:]
-    control_only = args[0] == "control"
-    preset, workdir, *kv = args[1:] if control_only else args
-    overrides = dict(a.split("=", 1) for a in kv)
-    train_size = overrides.pop("train_size", None)
-    cfg = get_config(preset, overrides=overrides)
-    cache_dir = str(Path(workdir).parent / "scenes_cache")
-    if control_only:
-        model, task, step = restore_model(cfg, workdir, cache_dir=cache_dir)
-        examples, val_batch = validation_set(cfg, 256, cache_dir)
-        print(json.dumps({"step": step, **make_evaluator(task, examples, val_batch)(model)}))
-        print(json.dumps({"wrong_image_control": wrong_image_control(model, task, val_batch)}))
-        return
-    run = pretrain(cfg, workdir, train_size=None if train_size is None else int(train_size),
-                   cache_dir=cache_dir, progress=False)
-    for rec in run.history.records():
-        print(json.dumps(rec), flush=True)
-    control = wrong_image_control(run.model, run.task, run.val_batch)
-    print(json.dumps({"wrong_image_control": control}), flush=True)
-    jax.effects_barrier()
-
+validation_set = mle_experiment.validation_set
+PretrainResult = mle_experiment.PretrainResult
+pretrain = functools.partial(mle_experiment.pretrain, RECIPE)
+restore_model = functools.partial(mle_experiment.restore_model, RECIPE)
+wrong_image_control = functools.partial(mle_experiment.wrong_image_control, RECIPE)
 
 if __name__ == "__main__":
-    _main()
+    mle_experiment.main(RECIPE)

@@ -23,18 +23,14 @@ The glue between the scenes data (:mod:`rlcv_lib.data`), the pix2seq task
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
+import functools
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib import checkpoint, optim, sampling, steps, train
-from rlcv_lib.data import pipeline, sources
-from rlcv_lib.history import History
-from rlcv_lib.models import build_model
+from rlcv_lib import mle_experiment, sampling, steps
+from rlcv_lib.data import pipeline
 from rlcv_lib.tasks import detection as det
 
 TOKEN_KINDS = ("coord", "class", "pad", "conf")
@@ -70,16 +66,6 @@ def make_batch_fn(task: det.DetectionTask, loader: pipeline.Loader, seed: int):
                 "boxes": b["boxes"], "labels": b["labels"]}
 
     return batch_fn
-
-
-def validation_set(cfg: Any, num_examples: int, cache_dir: str | None = None
-                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """The first ``num_examples`` validation scenes as examples (for pycocotools) and as one
-    collated batch."""
-    src = sources.open_source("scenes", "validation", world=cfg.world, cache_dir=cache_dir,
-                              size=num_examples)
-    examples = [src[i] for i in range(len(src))]
-    return examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects)
 
 
 def predict(model, task: det.DetectionTask, images: np.ndarray, chunk: int = 256
@@ -135,104 +121,22 @@ def token_kind_masks(tokens: np.ndarray) -> dict[str, np.ndarray]:
 
 def kind_nll(model, task: det.DetectionTask, images: np.ndarray, tokens: np.ndarray,
              chunk: int = 256) -> dict[str, float]:
-    """Mean teacher-forced NLL (nats per token) of ``tokens`` [B,L] given ``images`` [B,...],
-    per kind of :func:`token_kind_masks`, under the grammar's mask."""
-    spec = sampling.DecodeSpec.for_task(task)
-    lp = np.concatenate([
-        np.asarray(sampling.teacher_forced_jit(
-            model, jnp.asarray(images[lo:lo + chunk]),
-            jnp.asarray(tokens[lo:lo + chunk])[:, None], spec).logprobs[:, 0])
-        for lo in range(0, len(tokens), chunk)])  # [B,L]
-    return {k: float(-lp[m].mean()) if m.any() else float("nan")
-            for k, m in token_kind_masks(tokens).items()}
+    """Mean teacher-forced NLL (nats per token) of ``tokens`` [B,L] given ``images``, per kind
+    of :func:`token_kind_masks`, under the grammar's mask."""
+    return mle_experiment.kind_nll(RECIPE, model, task, images, tokens, chunk)
 
 
-def wrong_image_control(model, task: det.DetectionTask, batch: dict[str, np.ndarray]
-                        ) -> dict[str, dict[str, float]]:
-    """NLL per token kind of ``batch``'s ground truth with its true images and with the images
-    rolled by one (each sequence paired with another scene): ``{"true": {...}, "wrong": {...},
-    "gap": wrong - true}``. A gap near 0 means the model does not use the image for that kind."""
-    if len(batch["image"]) < 2:
-        raise ValueError(f"the wrong-image control needs >= 2 images, got {len(batch['image'])}")
-    tokens = truth_tokens(task, batch)
-    true = kind_nll(model, task, batch["image"], tokens)
-    wrong = kind_nll(model, task, np.roll(batch["image"], 1, axis=0), tokens)
-    return {"true": true, "wrong": wrong, "gap": {k: wrong[k] - true[k] for k in true}}
+RECIPE = mle_experiment.Recipe(
+    name="detection", make_task=lambda cfg, cache_dir: make_task(cfg),
+    make_batch_fn=make_batch_fn, make_evaluator=make_evaluator, truth_tokens=truth_tokens,
+    token_masks=lambda task, tokens: token_kind_masks(tokens))
+"""Detection's part of :mod:`rlcv_lib.mle_experiment`."""
 
-
-@dataclasses.dataclass
-class PretrainResult:
-    """What :func:`pretrain` trained and measured."""
-
-    model: Any
-    task: det.DetectionTask
-    history: History
-    val_batch: dict[str, np.ndarray]
-    seconds: float
-
-
-def pretrain(cfg: Any, workdir: str | Path | None, *, eval_examples: int = 256,
-             train_size: int | None = None, cache_dir: str | None = None,
-             progress: bool = True) -> PretrainResult:
-    """MLE pretraining of ``cfg.model`` on ``cfg.world`` with ``cfg.train`` (resumes from
-    ``workdir``'s checkpoints); validation metrics (:func:`make_evaluator` on the first
-    ``eval_examples`` validation scenes) every ``train.eval_every`` updates and at step 0.
-    ``train_size``: stream over only the first that many training scenes (None: the split)."""
-    task = make_task(cfg)
-    model = build_model(cfg.model, task, seed=cfg.run.seed)
-    tcfg = cfg.train
-    src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,
-                              size=train_size)
-    loader = pipeline.Loader(src, tcfg.micro_batch_size, seed=cfg.run.seed,
-                             max_boxes=cfg.world.max_objects)
-    examples, val_batch = validation_set(cfg, eval_examples, cache_dir)
-    result = train.fit(model, optim.make_optimizer(model, tcfg), steps.make_mle_step(task),
-                       make_batch_fn(task, loader, cfg.run.seed), seed=cfg.run.seed,
-                       workdir=workdir, eval_fn=make_evaluator(task, examples, val_batch),
-                       eval_at_start=True, progress=progress, desc="detection MLE",
-                       **train.fit_kwargs(tcfg))
-    return PretrainResult(model=model, task=task, history=result.history, val_batch=val_batch,
-                          seconds=result.seconds)
-
-
-def restore_model(cfg: Any, workdir: str | Path, step: int | None = None):
-    """``(model, task, step)``: the model of :func:`pretrain`'s checkpoint ``step`` (default the
-    latest) in ``workdir``."""
-    task = make_task(cfg)
-    model = build_model(cfg.model, task, seed=cfg.run.seed)
-    step = checkpoint.restore(Path(workdir) / "checkpoints", model, step=step)
-    return model, task, step
-
-
-def _main() -> None:
-    """``python -m rlcv_lib.detection_experiment PRESET WORKDIR [key=value ...]``: pretrain and
-    print the validation curve and the wrong-image control. With ``control`` before PRESET: only
-    the control (and one evaluation) of WORKDIR's latest checkpoint."""
-    import json
-    import sys
-
-    from rlcv_lib.config import get_config
-
-    args = sys.argv[1:]
-    control_only = args[0] == "control"
-    preset, workdir, *kv = args[1:] if control_only else args
-    overrides = dict(a.split("=", 1) for a in kv)
-    train_size = overrides.pop("train_size", None)
-    cfg = get_config(preset, overrides=overrides)
-    if control_only:
-        model, task, step = restore_model(cfg, workdir)
-        examples, val_batch = validation_set(cfg, 256, str(Path(workdir).parent / "scenes_cache"))
-        print(json.dumps({"step": step, **make_evaluator(task, examples, val_batch)(model)}))
-        print(json.dumps({"wrong_image_control": wrong_image_control(model, task, val_batch)}))
-        return
-    run = pretrain(cfg, workdir, train_size=None if train_size is None else int(train_size),
-                   cache_dir=str(Path(workdir).parent / "scenes_cache"), progress=False)
-    for rec in run.history.records():
-        print(json.dumps(rec), flush=True)
-    control = wrong_image_control(run.model, run.task, run.val_batch)
-    print(json.dumps({"wrong_image_control": control}), flush=True)
-    jax.effects_barrier()
-
+validation_set = mle_experiment.validation_set
+PretrainResult = mle_experiment.PretrainResult
+pretrain = functools.partial(mle_experiment.pretrain, RECIPE)
+restore_model = functools.partial(mle_experiment.restore_model, RECIPE)
+wrong_image_control = functools.partial(mle_experiment.wrong_image_control, RECIPE)
 
 if __name__ == "__main__":
-    _main()
+    mle_experiment.main(RECIPE)
