@@ -1,0 +1,146 @@
+"""Shipped MLE starting points (DESIGN §4): ``make pretrain`` writes them, notebooks load them.
+
+The paper tunes models that were pretrained by MLE elsewhere; the package ships its cpu preset's
+MLE checkpoints the same way. One directory per (task, preset) under ``checkpoints/``::
+
+    checkpoints/detection-cpu/
+      variables/        model variables (Orbax, no optimizer state)
+      manifest.json     config hash of the MLE sections, world version, commit, steps, seconds,
+                        final validation metrics, the wrong-image control
+      history.jsonl     the pretraining curve (what the notebook plots)
+
+:func:`load_or_pretrain` is the notebooks' one call: the shipped checkpoint if it exists and its
+manifest matches the config (a mismatch is refused, never silently reused), else MLE from
+scratch in the workdir (``run.from_scratch=True`` forces that).
+
+``python -m rlcv_lib.pretrained TASK PRESET [key=value ...]`` pretrains and ships one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from rlcv_lib import checkpoint
+from rlcv_lib.data import scenes
+from rlcv_lib.history import History
+from rlcv_lib.mle_experiment import Recipe, pretrain, wrong_image_control
+from rlcv_lib.models import build_model
+
+ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+"""Where shipped checkpoints live (``checkpoints/`` beside the package)."""
+
+TASK_MODULES: dict[str, str] = {
+    "detection": "rlcv_lib.detection_experiment",
+    "captioning": "rlcv_lib.captioning_experiment",
+}
+"""Task name -> the module that defines its :class:`~rlcv_lib.mle_experiment.Recipe` ``RECIPE``."""
+
+
+def recipe_for(task_name: str) -> Recipe:
+    if task_name not in TASK_MODULES:
+        raise ValueError(f"unknown task {task_name!r}; choose from {sorted(TASK_MODULES)}")
+    return importlib.import_module(TASK_MODULES[task_name]).RECIPE
+
+
+def mle_sections(task_name: str) -> tuple[str, ...]:
+    """The config sections that decide what MLE produces (tuning sections excluded)."""
+    return ("model", "world", "train", task_name)
+
+
+def shipped_path(task_name: str, preset: str, root: str | Path | None = None) -> Path:
+    return Path(ROOT if root is None else root) / f"{task_name}-{preset}"
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """An MLE model ready for tuning, and where it came from."""
+
+    model: Any
+    task: Any
+    history: History
+    """The pretraining curve (validation metrics at ``kind == "eval"``)."""
+    source: str
+    """``"shipped"`` (loaded from ``path``) or ``"trained"`` (MLE ran in this process)."""
+    path: Path | None
+    manifest: dict[str, Any]
+    """The shipped manifest, or the same fields for a model trained here."""
+
+
+def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | None = None,
+         ) -> Path:
+    """Writes ``run`` (a :class:`~rlcv_lib.mle_experiment.PretrainResult`) as a shipped
+    checkpoint at ``path`` with its manifest and pretraining curve."""
+    evals = run.history.records("eval")
+    manifest = checkpoint.make_manifest(
+        cfg, scenes.WORLD_VERSION, steps=evals[-1]["step"] if evals else 0,
+        train_seconds=run.seconds, sections=mle_sections(recipe.name),
+        metrics={k: v for k, v in (evals[-1] if evals else {}).items()
+                 if k not in ("kind", "step", "time") and isinstance(v, int | float)},
+        task=recipe.name, seed=cfg.run.seed, wrong_image_control=control)
+    path = checkpoint.save_shipped(path, run.model, manifest)
+    with open(path / "history.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in run.history.records())
+    return path
+
+
+def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
+                     path: str | Path | None = None, cache_dir: str | None = None,
+                     progress: bool = True, **pretrain_kwargs: Any) -> Pretrained:
+    """The shipped MLE model of ``(recipe.name, cfg.preset)`` (or ``path``), or, with
+    ``cfg.run.from_scratch`` or when none is shipped, MLE pretraining in ``workdir``.
+
+    Raises :class:`~rlcv_lib.checkpoint.ManifestMismatchError` when a shipped checkpoint exists
+    but was made for another config or world (regenerate it with ``make pretrain``)."""
+    path = shipped_path(recipe.name, cfg.preset) if path is None else Path(path)
+    if not cfg.run.from_scratch and (path / checkpoint.MANIFEST).exists():
+        task = recipe.make_task(cfg, cache_dir)
+        model = build_model(cfg.model, task, seed=cfg.run.seed)
+        manifest = checkpoint.load_shipped(path, model, cfg, scenes.WORLD_VERSION,
+                                           sections=mle_sections(recipe.name))
+        history = History()
+        for rec in (json.loads(line) for line in open(path / "history.jsonl")):
+            history.append(rec)
+        return Pretrained(model, task, history, "shipped", path, manifest)
+    run = pretrain(recipe, cfg, workdir, cache_dir=cache_dir, progress=progress,
+                   **pretrain_kwargs)
+    evals = run.history.records("eval")
+    manifest = {"steps": evals[-1]["step"] if evals else 0, "train_seconds": run.seconds,
+                "metrics": {k: v for k, v in (evals[-1] if evals else {}).items()
+                            if k not in ("kind", "step", "time")}}
+    return Pretrained(run.model, run.task, run.history, "trained", None, manifest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m rlcv_lib.pretrained TASK PRESET [section.field=value ...] [train_size=N]``:
+    MLE pretraining in ``runs/pretrain/TASK-PRESET`` (resumable), the wrong-image control, and
+    the shipped checkpoint ``checkpoints/TASK-PRESET``."""
+    from rlcv_lib.config import get_config
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        raise SystemExit("usage: python -m rlcv_lib.pretrained TASK PRESET [key=value ...]")
+    task_name, preset, *kv = args
+    recipe = recipe_for(task_name)
+    overrides = dict(a.split("=", 1) for a in kv)
+    train_size = overrides.pop("train_size", None)
+    cfg = get_config(preset, overrides=overrides)
+    workdir = Path("runs/pretrain") / f"{task_name}-{preset}"
+    cache_dir = str(Path("runs/pretrain/scenes_cache"))
+    run = pretrain(recipe, cfg, workdir, cache_dir=cache_dir,
+                   train_size=None if train_size is None else int(train_size))
+    control = wrong_image_control(recipe, run.model, run.task, run.val_batch)
+    out = shipped_path(task_name, preset)
+    if out.exists():
+        shutil.rmtree(out)
+    ship(recipe, cfg, run, out, control)
+    print(json.dumps({"shipped": str(out), **checkpoint.read_manifest(out)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
