@@ -1,0 +1,387 @@
+"""Detection before and after reward tuning: evaluation rules, the tuning curve, the controls.
+
+What the detection notebook (``03_detection``) calls; the MLE model comes from
+:func:`rlcv_lib.pretrained.load_or_pretrain` and the tuning loop from :func:`rlcv_lib.tuning.tune`.
+
+**Decode and score rules** (:class:`Rule`). Every row of the results table is one model under
+one rule, always on the same images:
+
+* ``MLE_RULE``: greedy decoding under the grammar; each box scored by the probability of its
+  class token (pix2seq's rule: an MLE model's confidence tokens are untrained, its target is
+  always "high");
+* ``TUNED_RULE``: greedy decoding; each box scored by its learned confidence,
+  ``p(conf=2) / (p(conf=1) + p(conf=2))`` at the slot's confidence position (the tuned model's
+  estimate of the box's IoU, trained by the confidence loss);
+* ``PIX2SEQ_RULE`` (control): pix2seq's remedies for an MLE model's low recall: nucleus sampling
+  (top-p 0.9) and **no early stop**, i.e. PAD is forbidden at every slot's first token so every
+  slot must emit a box (:class:`NoEarlyStop`); boxes scored by class likelihood, so COCO's
+  ranking puts the confident ones first;
+* ``TUNED_CLASS_RULE`` (control): the tuned model scored by class likelihood instead of its
+  learned confidences.
+
+Scores always come from a teacher-forced pass over the decoded tokens under the task's own
+grammar (:meth:`rlcv_lib.tasks.detection.DetectionTask.box_scores`).
+
+**Metrics** (:func:`evaluate`): pycocotools' mAP, AP50, AP75, AP small/medium/large, AR@100 and
+per-class recall at IoU 0.5 (``task.evaluate``), predictions per image, and the fraction of all
+ground-truth boxes found at IoU 0.5 (``recall50_gt``, the count-bucket matching below).
+
+**Recall by object count** (:func:`recall_by_count`): per image, predictions in decreasing score
+take the unmatched ground truth of their class with the highest IoU ≥ 0.5 (COCOeval's greedy
+rule at one threshold); recall of a bucket = matched / ground-truth boxes over its images.
+
+**Tuning curve and checkpoint choice** (:class:`TuningMonitor`, the ``eval_fn`` of ``tune``): at
+each evaluation, on fixed validation images, the *validation reward* (mean task reward of N
+samples per image at temperature 1 with a fixed key: what REINFORCE maximises) and validation mAP
+under ``TUNED_RULE`` (plus AP50, recall, boxes per image, and mAP under the class rule). The
+monitor keeps a copy of the model state with the best validation mAP (``TUNED_RULE``) in memory;
+:meth:`TuningMonitor.restore_best` writes it back after tuning: that is the checkpoint choice, made
+on validation only. Step 0 (the MLE model scored by its untrained confidences) is a candidate.
+
+**MLE for as long as tuning** (:func:`continue_mle`): the MLE step, from the same starting model,
+for the same wall-clock seconds that tuning's updates took (evaluations excluded on both sides);
+fresh optimiser as tuning has, ``cfg.train``'s peak lr held constant after ``cfg.tune``'s warm-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rlcv_lib import detection_experiment, mle_experiment, optim, sampling, steps
+from rlcv_lib.data import pipeline, sources
+from rlcv_lib.history import History
+from rlcv_lib.reinforce import RLConfig
+from rlcv_lib.rewards import detection as reward_lib
+from rlcv_lib.tasks import detection as det
+
+CONTINUE_SEED_OFFSET = 2_000
+"""The MLE-as-long control streams training data with ``run.seed + CONTINUE_SEED_OFFSET``."""
+
+METRICS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR@100", "recall50",
+           "recall50_gt", "boxes_per_image", "gt_per_image")
+"""The keys of :func:`evaluate`'s metrics."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode and score rules
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """How a model's predictions are made and scored (module docstring)."""
+
+    name: str
+    """Shown in tables, e.g. ``"greedy, class score"``."""
+    decode: Literal["greedy", "sample"] = "greedy"
+    """Greedy (argmax) or sampling at temperature 1 (with ``top_p``)."""
+    score: Literal["class", "confidence"] = "class"
+    """``task.box_scores`` rule: class-token probability or learned confidence."""
+    top_p: float = 1.0
+    """Nucleus truncation when sampling (1: off)."""
+    no_early_stop: bool = False
+    """Forbid PAD at slot starts: every slot emits a box (pix2seq's "no EOS")."""
+
+    def __post_init__(self):
+        if self.decode not in ("greedy", "sample"):
+            raise ValueError(f"Rule.decode must be 'greedy' or 'sample', got {self.decode!r}")
+        if self.score not in ("class", "confidence"):
+            raise ValueError(f"Rule.score must be 'class' or 'confidence', got {self.score!r}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"Rule.top_p must be in (0, 1], got {self.top_p}")
+
+
+MLE_RULE = Rule("greedy, class score")
+TUNED_RULE = Rule("greedy, confidence score", score="confidence")
+TUNED_CLASS_RULE = Rule("greedy, class score", score="class")
+PIX2SEQ_RULE = Rule("nucleus 0.9, no early stop, class score", decode="sample", top_p=0.9,
+                    no_early_stop=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoEarlyStop:
+    """The task's grammar with PAD forbidden at each slot's first token (position % 6 == 0):
+    no slot can be absent, so all ``num_slots`` slots carry a box. Hashable (equal for the same
+    task object), so jitted decoders compile once per task."""
+
+    task: Any
+
+    def __call__(self, position: jax.Array, prev_token: jax.Array) -> jax.Array:
+        allowed = self.task.allowed(position, prev_token)  # [..., V]
+        slot_start = (jnp.asarray(position) % det.TOKENS_PER_BOX) == 0
+        pad = jnp.arange(allowed.shape[-1]) == det.PAD
+        return allowed & ~(slot_start[..., None] & pad)
+
+
+def decode_spec(task: det.DetectionTask, rule: Rule) -> sampling.DecodeSpec:
+    """The sampler's static settings for ``rule`` (one sample per image)."""
+    allowed = NoEarlyStop(task) if rule.no_early_stop else task.allowed
+    return dataclasses.replace(sampling.DecodeSpec.for_task(task), allowed=allowed,
+                               top_p=rule.top_p)
+
+
+def predict(model, task: det.DetectionTask, images: np.ndarray, rule: Rule,
+            key: jax.Array | None = None, chunk: int = 256
+            ) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """(predictions, tokens int32 [B,L]) of ``images`` [B,H,W,3] under ``rule``; ``key`` seeds
+    sampling rules (default ``key(0)``; chunk ``i`` uses ``fold_in(key, i)``)."""
+    spec = decode_spec(task, rule)
+    score_spec = sampling.DecodeSpec.for_task(task)  # scores under the task's own grammar
+    key = jax.random.key(0) if key is None else key
+    preds, all_tokens = [], []
+    for i, lo in enumerate(range(0, len(images), chunk)):
+        x = jnp.asarray(images[lo:lo + chunk])
+        if rule.decode == "greedy":
+            tokens = sampling.greedy_jit(model, x, spec).tokens  # [b,1,L]
+        else:
+            tokens = sampling.sample_jit(model, x, jax.random.fold_in(key, i), spec).tokens
+        lsm = np.asarray(sampling.teacher_forced_jit(model, x, tokens, score_spec)
+                         .log_softmax[:, 0])  # [b,L,V]
+        tokens = np.asarray(tokens[:, 0])
+        all_tokens.append(tokens)
+        preds += [task.detokenize(t, lp, score_rule=rule.score)
+                  for t, lp in zip(tokens, lsm, strict=True)]
+    return preds, np.concatenate(all_tokens)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and metrics
+
+
+def split_set(cfg: Any, split: str, num_examples: int, cache_dir: str | None = None
+              ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The first ``num_examples`` scenes of ``split`` ("validation" for choices, "test" for
+    reported numbers) as examples and as one collated batch."""
+    src = sources.open_source("scenes", split, world=cfg.world, cache_dir=cache_dir,
+                              size=num_examples)
+    examples = [src[i] for i in range(len(src))]
+    return examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects)
+
+
+def match_counts(prediction: Mapping[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
+                 iou_thr: float = 0.5) -> int:
+    """Ground-truth boxes ``boxes`` [M,4] (classes ``labels`` [M]) that ``prediction`` finds:
+    predictions in decreasing score each take the unmatched same-class ground truth with the
+    highest IoU ≥ ``iou_thr`` (ties: the first)."""
+    gt_boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    gt_labels = np.asarray(labels).reshape(-1)
+    pb = np.asarray(prediction["boxes"], np.float64).reshape(-1, 4)
+    if not len(gt_labels) or not len(pb):
+        return 0
+    iou = reward_lib.pairwise_iou(pb, gt_boxes)  # [P,M]
+    iou = np.where(np.asarray(prediction["labels"])[:, None] == gt_labels[None, :], iou, -1.0)
+    taken = np.zeros(len(gt_labels), bool)
+    for p in np.argsort(-np.asarray(prediction["scores"]), kind="stable"):
+        cand = np.where(taken, -1.0, iou[p])
+        g = int(np.argmax(cand))
+        if cand[g] >= iou_thr:
+            taken[g] = True
+    return int(taken.sum())
+
+
+def count_buckets(max_objects: int, num: int = 4) -> list[tuple[int, int]]:
+    """Up to ``num`` inclusive ranges of ground-truth counts covering 1..max_objects."""
+    if max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1, got {max_objects}")
+    edges = np.unique(np.linspace(1, max_objects + 1, num + 1).round().astype(int))
+    return [(int(lo), int(hi) - 1) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def recall_by_count(predictions: Sequence[Mapping[str, np.ndarray]],
+                    examples: Sequence[Mapping[str, Any]],
+                    buckets: Sequence[tuple[int, int]], iou_thr: float = 0.5
+                    ) -> list[dict[str, Any]]:
+    """Rows ``{bucket, lo, hi, images, gt, found, recall}`` per inclusive count range of
+    ground-truth boxes per image (:func:`match_counts`); recall NaN for an empty bucket."""
+    if len(predictions) != len(examples):
+        raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
+    rows = []
+    for lo, hi in buckets:
+        images = gt = found = 0
+        for p, ex in zip(predictions, examples, strict=True):
+            k = len(np.asarray(ex["labels"]).reshape(-1))
+            if lo <= k <= hi:
+                images += 1
+                gt += k
+                found += match_counts(p, ex["boxes"], ex["labels"], iou_thr)
+        rows.append({"bucket": f"{lo}-{hi}" if hi > lo else f"{lo}", "lo": lo, "hi": hi,
+                     "images": images, "gt": gt, "found": found,
+                     "recall": found / gt if gt else float("nan")})
+    return rows
+
+
+def metrics_of(task: det.DetectionTask, predictions: Sequence[Mapping[str, np.ndarray]],
+               examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """:data:`METRICS` (fractions in [0,1]; -1 where pycocotools has no ground truth)."""
+    m = task.evaluate(predictions, examples)
+    found = sum(match_counts(p, ex["boxes"], ex["labels"])
+                for p, ex in zip(predictions, examples, strict=True))
+    n_gt = sum(len(np.asarray(ex["labels"]).reshape(-1)) for ex in examples)
+    m["recall50_gt"] = found / n_gt if n_gt else float("nan")
+    return {k: m[k] for k in METRICS}
+
+
+def evaluate(model, task: det.DetectionTask, examples: Sequence[Mapping[str, Any]],
+             batch: Mapping[str, np.ndarray], rule: Rule, key: jax.Array | None = None
+             ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
+    """(:data:`METRICS`, predictions) of ``model`` under ``rule`` on ``examples`` (whose
+    collated images are ``batch["image"]``)."""
+    preds, _ = predict(model, task, batch["image"], rule, key)
+    return metrics_of(task, preds, examples), preds
+
+
+# ---------------------------------------------------------------------------------------------
+# The tuning curve and the checkpoint choice
+
+
+def validation_reward(model, task: det.DetectionTask, batch: Mapping[str, np.ndarray],
+                      num_samples: int, key: jax.Array, chunk: int = 128) -> float:
+    """Mean task reward of ``num_samples`` samples per image (temperature 1, no truncation,
+    the task's grammar: the RL protocol) with a fixed ``key``."""
+    spec = steps.rl_spec(task, RLConfig(num_samples=num_samples, baseline="none"))
+    total, n = 0.0, 0
+    for i, lo in enumerate(range(0, len(batch["image"]), chunk)):
+        sl = slice(lo, lo + chunk)
+        x = jnp.asarray(batch["image"][sl])
+        tokens = np.asarray(sampling.sample_jit(model, x, jax.random.fold_in(key, i), spec)
+                            .tokens)
+        r, _ = task.reward(tokens, {"boxes": batch["boxes"][sl], "labels": batch["labels"][sl]})
+        total += float(np.sum(r))
+        n += r.size
+    return total / n
+
+
+class TuningMonitor:
+    """``eval_fn(model, step) -> metrics`` for :func:`rlcv_lib.tuning.tune` that also keeps the
+    best-validation-mAP model state (module docstring). ``seconds`` is the time spent in it."""
+
+    def __init__(self, task: det.DetectionTask, examples: Sequence[Mapping[str, Any]],
+                 batch: Mapping[str, np.ndarray], num_samples: int, seed: int,
+                 select_rule: Rule = TUNED_RULE):
+        self.task, self.examples, self.batch = task, list(examples), batch
+        self.num_samples, self.select_rule = num_samples, select_rule
+        self.key = jax.random.key(seed)
+        self.best_step: int | None = None
+        self.best_map = -np.inf
+        self.best_state: Any = None
+        self.seconds = 0.0
+        self.history = History()
+
+    def __call__(self, model, step: int = 0) -> dict[str, float]:
+        t0 = time.perf_counter()
+        out = {"val_reward": validation_reward(model, self.task, self.batch, self.num_samples,
+                                               self.key)}
+        preds, tokens = predict(model, self.task, self.batch["image"], self.select_rule)
+        m = metrics_of(self.task, preds, self.examples)
+        out |= {k: m[k] for k in ("mAP", "AP50", "recall50", "recall50_gt", "boxes_per_image")}
+        if self.select_rule.score != "class":  # same greedy boxes, pix2seq's scores
+            other = dataclasses.replace(self.select_rule, score="class")
+            out["mAP_class_score"] = self.task.evaluate(
+                predict(model, self.task, self.batch["image"], other)[0], self.examples)["mAP"]
+        if out["mAP"] > self.best_map:
+            self.best_map, self.best_step = out["mAP"], int(step)
+            self.best_state = jax.tree.map(np.array, nnx.state(model))
+        self.history.append({"step": int(step), **out})
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def restore_best(self, model) -> int:
+        """Writes the best state back into ``model``; returns its step."""
+        if self.best_state is None:
+            raise RuntimeError("TuningMonitor has not evaluated any model yet")
+        nnx.update(model, jax.tree.map(jnp.asarray, self.best_state))
+        return self.best_step
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation of two equally long series (NaN if either is constant or < 3)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"series of different lengths {x.shape} and {y.shape}")
+    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+# ---------------------------------------------------------------------------------------------
+# MLE trained on for as long as tuning took
+
+
+def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
+                 cache_dir: str | None = None, train_size: int | None = None,
+                 max_steps: int | None = None) -> tuple[Any, dict[str, float]]:
+    """(a copy of ``model`` trained on by MLE for ``seconds`` of wall clock, info ``{steps,
+    seconds}``). ``cfg.train`` with its peak lr held constant after ``cfg.tune``'s warm-up and a
+    fresh optimiser (as tuning starts); data: the training split from
+    ``run.seed + CONTINUE_SEED_OFFSET``. ``max_steps`` caps the updates (tests)."""
+    if seconds < 0:
+        raise ValueError(f"seconds must be >= 0, got {seconds}")
+    model = nnx.clone(model)
+    tcfg = dataclasses.replace(cfg.train, schedule="constant",
+                               warmup_steps=cfg.tune.warmup_steps)
+    seed = cfg.run.seed + CONTINUE_SEED_OFFSET
+    src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,
+                              size=train_size)
+    loader = pipeline.Loader(src, tcfg.micro_batch_size, seed=seed,
+                             max_boxes=cfg.world.max_objects)
+    batch_fn = detection_experiment.make_batch_fn(task, loader, seed)
+    optimizer = optim.make_optimizer(model, tcfg)
+    step_fn = steps.make_mle_step(task)
+    key = jax.random.key(seed)
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < seconds and (max_steps is None or n < max_steps):
+        metrics = step_fn(model, optimizer, batch_fn(n), jax.random.fold_in(key, n))
+        jax.block_until_ready(metrics["loss"])
+        n += 1
+    return model, {"steps": n, "seconds": time.perf_counter() - t0}
+
+
+def wrong_image_rows(control: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
+    """Table rows of a wrong-image control ``{"true": {kind: nll}, "wrong": ..., "gap": ...}``."""
+    return [{"token kind": k, "NLL true image": control["true"][k],
+             "NLL wrong image": control["wrong"][k], "gap": control["gap"][k]}
+            for k in control["true"]]
+
+
+def wrong_image_control(model, task: det.DetectionTask, batch: Mapping[str, np.ndarray]):
+    """The MLE wrong-image control (:func:`rlcv_lib.mle_experiment.wrong_image_control`)."""
+    return mle_experiment.wrong_image_control(detection_experiment.RECIPE, model, task,
+                                              dict(batch))
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+def before_after_figure(task: det.DetectionTask, examples: Sequence[Mapping[str, Any]],
+                        rows: Sequence[tuple[str, Sequence[Mapping[str, np.ndarray]]]],
+                        indices: Sequence[int], min_score: float = 0.0):
+    """A grid: one row per ``(label, predictions)`` on the same ``examples[indices]`` (Figure
+    1a analog); boxes scoring below ``min_score`` are not drawn."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(rows), len(indices), squeeze=False,
+                             figsize=(1.9 * len(indices), 2.0 * len(rows)))
+    for r, (label, preds) in enumerate(rows):
+        for c, i in enumerate(indices):
+            task.draw(examples[i], preds[i], ax=axes[r, c], min_score=min_score)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def result_row(name: str, metrics: Mapping[str, float], **extra: Any) -> dict[str, Any]:
+    """One row of the results table: percentages for the COCO metrics (0–100 as the paper)."""
+    pct = ("mAP", "AP50", "AP75", "AR@100", "recall50", "recall50_gt")
+    row = {"row": name} | {k: 100 * metrics[k] for k in pct}
+    row |= {"predictions/image": metrics["boxes_per_image"],
+            "truth/image": metrics["gt_per_image"]}
+    return row | dict(extra)
