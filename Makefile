@@ -8,7 +8,7 @@ SEED ?= 0
 FROM_SCRATCH ?= 0
 STAMP := $(VENV)/.installed
 
-.PHONY: help setup reproduce test unit-test notebook-test lint lab bench freeze clean
+.PHONY: help setup pretrain reproduce test unit-test notebook-test lint lab bench freeze clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -26,6 +26,11 @@ setup: $(STAMP)  ## create .venv and install everything (idempotent)
 
 reproduce: setup  ## run every notebook of notebooks/manifest.toml with PRESET (default cpu), then figures/results.json and RESULTS.md
 	$(PY) -m rlcv_lib.reproduce run --preset $(PRESET) --seed $(SEED) $(if $(filter 1,$(FROM_SCRATCH)),--from-scratch,)
+
+TASKS ?= detection captioning
+
+pretrain: setup  ## MLE-pretrain the shipped starting points checkpoints/<task>-$(PRESET) (TASKS=detection captioning)
+	@set -e; for t in $(TASKS); do $(PY) -m rlcv_lib.pretrained $$t $(PRESET); done
 
 test: setup  ## lint, unit tests, then every notebook in the smoke preset (nbval), then their declared outputs
 	$(MAKE) --no-print-directory lint

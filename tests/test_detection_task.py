@@ -391,3 +391,16 @@ def test_core_steps_run_on_the_detection_task():
     metrics = steps.make_rl_step(task, rl_cfg)(model, opt, batch, key)
     assert float(metrics["aux_loss"]) == pytest.approx(float(expected), rel=1e-4)
     assert np.isfinite(float(metrics["loss"])) and "recall50" in metrics
+
+
+def test_raster_order_sorts_by_ymin_then_xmin_and_ignores_the_rng(examples):
+    raster = DetectionTask(DetectionConfig(box_order="raster"), WORLD.thing_classes)
+    ex = max(examples, key=lambda e: len(e["labels"]))
+    seqs = {tuple(raster.tokenize(ex, np.random.default_rng(s))) for s in range(4)}
+    assert len(seqs) == 1
+    slots = raster.decode(np.array(seqs.pop()))
+    corners = slots.boxes[slots.present][:, :2]  # [K,2] (ymin, xmin)
+    assert len(corners) == min(len(ex["labels"]), raster.cfg.num_slots)
+    assert [tuple(c) for c in corners] == sorted(tuple(c) for c in corners)
+    with pytest.raises(config.ConfigError, match="box_order"):
+        DetectionConfig(box_order="area")

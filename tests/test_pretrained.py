@@ -1,0 +1,77 @@
+"""Shipped MLE starting points: ship, load with manifest checks, fall back to training."""
+
+import json
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from rlcv_lib import checkpoint, pretrained
+from rlcv_lib.config import get_config
+from rlcv_lib.detection_experiment import RECIPE
+
+
+def _cfg(**extra):
+    return get_config("smoke", overrides={"train.num_steps": 2, "train.eval_every": 2,
+                                          "train.log_every": 1, "train.ckpt_every": 2, **extra})
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """A smoke detector trained from scratch (no shipped one at that path) and then shipped."""
+    root = tmp_path_factory.mktemp("ship")
+    cfg = _cfg()
+    pre = pretrained.load_or_pretrain(RECIPE, cfg, root / "mle", path=root / "none",
+                                      eval_examples=8, progress=False)
+    run = pretrained.pretrain(RECIPE, cfg, root / "mle", eval_examples=8, progress=False)
+    control = pretrained.wrong_image_control(RECIPE, run.model, run.task, run.val_batch)
+    path = pretrained.ship(RECIPE, cfg, run, root / "detection-smoke", control)
+    return pre, run, path
+
+
+def test_without_a_shipped_checkpoint_it_trains(shipped):
+    pre, _, _ = shipped
+    assert pre.source == "trained" and pre.path is None
+    assert pre.manifest["steps"] == 2 and [r["step"] for r in pre.history.records("eval")] == [0, 2]
+
+
+def test_ship_then_load_gives_the_same_model_curve_and_manifest(shipped):
+    _, run, path = shipped
+    manifest = json.loads((path / checkpoint.MANIFEST).read_text())
+    assert manifest["task"] == "detection" and manifest["steps"] == 2
+    assert set(manifest["wrong_image_control"]) == {"true", "wrong", "gap"}
+    assert np.isfinite(manifest["metrics"]["nll_coord"])
+    pre = pretrained.load_or_pretrain(RECIPE, _cfg(), None, path=path)
+    assert pre.source == "shipped" and pre.path == path
+    assert pre.history.records() == run.history.records()
+    for a, b in zip(nnx.state(pre.model, nnx.Param).flat_state(),
+                    nnx.state(run.model, nnx.Param).flat_state(), strict=True):
+        np.testing.assert_array_equal(np.asarray(a[1].value), np.asarray(b[1].value))
+
+
+def test_a_mismatched_config_is_refused_with_the_fix(shipped):
+    _, _, path = shipped
+    with pytest.raises(checkpoint.ManifestMismatchError, match="make pretrain"):
+        pretrained.load_or_pretrain(RECIPE, _cfg(**{"train.lr": 5e-4}), None, path=path)
+
+
+def test_tuning_sections_do_not_invalidate_the_shipped_model(shipped):
+    _, _, path = shipped
+    pre = pretrained.load_or_pretrain(RECIPE, _cfg(**{"tune.lr": 3e-5, "rl.num_samples": 2}),
+                                      None, path=path)
+    assert pre.source == "shipped"
+
+
+def test_from_scratch_ignores_the_shipped_model(shipped, tmp_path):
+    _, _, path = shipped
+    pre = pretrained.load_or_pretrain(RECIPE, _cfg(**{"run.from_scratch": True}),
+                                      tmp_path / "mle", path=path, eval_examples=8,
+                                      progress=False)
+    assert pre.source == "trained"
+
+
+def test_unknown_task_names_the_choices():
+    with pytest.raises(ValueError, match="captioning"):
+        pretrained.recipe_for("segmentation")
+    assert pretrained.recipe_for("detection") is RECIPE
+    assert pretrained.shipped_path("detection", "cpu").name == "detection-cpu"
