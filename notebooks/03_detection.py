@@ -141,7 +141,7 @@ t0 = time.time()
 run = tuning.tune(detection_experiment.RECIPE, cfg, pre.model, task, None, eval_fn=monitor,
                   cache_dir=cache_dir, progress=cfg.run.progress)
 timings["tune"] = time.time() - t0
-tune_train_seconds = run.seconds - monitor.seconds  # updates only, evaluations excluded
+tune_train_seconds = dt.update_seconds(run.history)  # updates only: no evaluation, no compile
 best_step = monitor.restore_best(pre.model)
 tuned_model = pre.model
 print(f"tuning: {run.seconds:.0f} s ({tune_train_seconds:.0f} s of updates); best validation "
@@ -158,7 +158,8 @@ print(f"tuning: {run.seconds:.0f} s ({tune_train_seconds:.0f} s of updates); bes
 # * **tuned, class-likelihood scores**: the tuned boxes with pix2seq's scores instead of the
 #   learned confidences: how much comes from scoring;
 # * **MLE trained on as long**: the MLE step from the same start for as many seconds as tuning's
-#   updates took: is tuning better than just training more?
+#   updates took (at their steady rate: evaluations and compilation excluded on both sides): is
+#   tuning better than just training more?
 
 # %%
 t0 = time.time()

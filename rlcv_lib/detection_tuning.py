@@ -39,8 +39,9 @@ monitor keeps a copy of the model state with the best validation mAP (``TUNED_RU
 on validation only. Step 0 (the MLE model scored by its untrained confidences) is a candidate.
 
 **MLE for as long as tuning** (:func:`continue_mle`): the MLE step, from the same starting model,
-for the same wall-clock seconds that tuning's updates took (evaluations excluded on both sides);
-fresh optimiser as tuning has, ``cfg.train``'s peak lr held constant after ``cfg.tune``'s warm-up.
+for the same wall-clock seconds that tuning's updates took (:func:`update_seconds`: evaluations
+and compilation excluded on both sides); a fresh optimiser as tuning has, ``cfg.train``'s peak lr
+held constant after ``cfg.tune``'s warm-up.
 """
 
 from __future__ import annotations
@@ -314,13 +315,24 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
 # MLE trained on for as long as tuning took
 
 
+def update_seconds(history: History) -> float:
+    """Seconds that a run's updates take at its steady rate: its last train step divided by
+    the median ``steps_per_s`` of its train records (robust to the first interval's compile
+    and to the intervals that hold an evaluation)."""
+    recs = [r for r in history.records("train") if r.get("steps_per_s", 0) > 0]
+    if not recs:
+        raise ValueError("the history holds no train record with steps_per_s")
+    return recs[-1]["step"] / float(np.median([r["steps_per_s"] for r in recs]))
+
+
 def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
                  cache_dir: str | None = None, train_size: int | None = None,
                  max_steps: int | None = None) -> tuple[Any, dict[str, float]]:
-    """(a copy of ``model`` trained on by MLE for ``seconds`` of wall clock, info ``{steps,
-    seconds}``). ``cfg.train`` with its peak lr held constant after ``cfg.tune``'s warm-up and a
-    fresh optimiser (as tuning starts); data: the training split from
-    ``run.seed + CONTINUE_SEED_OFFSET``. ``max_steps`` caps the updates (tests)."""
+    """(a copy of ``model`` trained on by MLE for ``seconds`` of updates, info ``{steps,
+    seconds}``). The first update (it compiles) is done but not timed, like
+    :func:`update_seconds` on tuning's side. ``cfg.train`` with its peak lr held constant after
+    ``cfg.tune``'s warm-up and a fresh optimiser (as tuning starts); data: the training split
+    from ``run.seed + CONTINUE_SEED_OFFSET``. ``max_steps`` caps the updates (tests)."""
     if seconds < 0:
         raise ValueError(f"seconds must be >= 0, got {seconds}")
     model = nnx.clone(model)
@@ -335,12 +347,19 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
     optimizer = optim.make_optimizer(model, tcfg)
     step_fn = steps.make_mle_step(task)
     key = jax.random.key(seed)
-    t0 = time.perf_counter()
-    n = 0
-    while time.perf_counter() - t0 < seconds and (max_steps is None or n < max_steps):
+
+    def update(n: int) -> None:
         metrics = step_fn(model, optimizer, batch_fn(n), jax.random.fold_in(key, n))
         jax.block_until_ready(metrics["loss"])
-        n += 1
+
+    cap = np.inf if max_steps is None else max_steps
+    n, t0 = 0, time.perf_counter()
+    if seconds > 0 and cap > 0:
+        update(0)  # compiles: not timed
+        n, t0 = 1, time.perf_counter()
+        while time.perf_counter() - t0 < seconds and n < cap:
+            update(n)
+            n += 1
     return model, {"steps": n, "seconds": time.perf_counter() - t0}
 
 
