@@ -1,0 +1,237 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Image captioning: tuning a captioner with its own metric, CIDEr-D
+#
+# The paper's captioning experiment on the scenes world. A captioner trained by maximum
+# likelihood (MLE) learns to predict the next word of a reference caption; it is then tuned
+# with REINFORCE to maximise **CIDEr-D**, the metric it is judged by: the tf-idf weighted n-gram
+# (n = 1..4) agreement of a caption with the image's five reference captions, with a length
+# penalty. The reward is computed for every sampled caption (`rlcv_lib.rewards.cider`, equal to
+# pycocoevalcap's scorer, with document frequencies fixed from the training references).
+#
+# Two baselines for the advantage of each sampled caption are compared, on copies of the same
+# MLE model, with the same batches and the same N samples per image:
+#
+# * **leave-one-out (LOO, the paper's)**: a sample's reward minus the mean reward of the image's
+#   other N − 1 samples;
+# * **self-critical (SCST, Rennie et al. 2017)**: a sample's reward minus the reward of the
+#   image's *greedy* caption, the standard baseline of captioning papers.
+#
+# Everything is scored on held-out scenes: checkpoints are chosen on the validation split,
+# numbers are reported on the test split, every model decoded by the same rules (greedy, and
+# beam search) and judged by pycocoevalcap.
+
+# %% tags=["parameters"]
+preset = "cpu"     # smoke | cpu | gpu | paper
+seed = 0
+workdir = ""       # checkpoints and caches; "" -> runs/<preset>
+figures_dir = ""   # "" -> figures/ for the cpu preset, <workdir>/figures otherwise
+overrides = {}     # config overrides, e.g. {"tune.num_steps": 600}
+
+# %%
+from rlcv_lib import notebook
+
+ctx = notebook.setup("04_captioning", preset=preset, seed=seed, workdir=workdir,
+                     figures_dir=figures_dir, overrides=overrides)
+
+# %%
+import time
+
+import jax
+import matplotlib.pyplot as plt
+
+from rlcv_lib import captioning_tuning as ct
+from rlcv_lib import pretrained
+from rlcv_lib.captioning_experiment import RECIPE
+
+cfg = ct.experiment_config(ctx.config, overrides)
+settings = ct.EVAL_PRESETS[ctx.preset]
+dirs = ct.run_dirs(ctx.workdir)  # tuning runs start fresh; the MLE model is shipped or cached
+cache = str(dirs["cache"])
+print("tuning:", cfg.tune)
+print("REINFORCE:", cfg.rl)
+print(settings)
+
+# %% [markdown]
+# ## 1. The MLE captioner
+# The paper tunes models that were pretrained elsewhere; this package ships its cpu preset's MLE
+# captioner (`make pretrain`, `checkpoints/captioning-cpu`). Without a shipped checkpoint (or
+# with `run.from_scratch`) it is trained here. Its validation curve: pycocoevalcap's CIDEr-D of
+# greedy captions, and the reward (the same metric with training-set document frequencies).
+
+# %%
+t0 = time.time()
+pre = pretrained.load_or_pretrain(RECIPE, cfg, dirs["mle"], cache_dir=cache,
+                                  progress=cfg.run.progress)
+task = pre.task
+print(f"MLE model: {pre.source}" + (f" from {pre.path}" if pre.path else "")
+      + f", {pre.manifest.get('steps')} steps, {pre.manifest.get('train_seconds', 0):.0f} s of "
+      f"training; loaded/trained here in {time.time() - t0:.0f} s")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+axes[0].plot(*pre.history.column("loss", kind="train"))
+axes[0].set(xlabel="MLE update", ylabel="token NLL (nats)", title="MLE training loss")
+for key in ("CIDEr-D", "reward"):
+    axes[1].plot(*pre.history.column(key, kind="eval"), "o-", label=key)
+axes[1].set(xlabel="MLE update", ylabel="greedy captions, validation",
+            title="MLE validation curve")
+axes[1].legend()
+ctx.save_figure(fig, "captioning_mle_curve.png")
+plt.show()
+
+# %% [markdown]
+# **Does the model look at the image?** The wrong-image control (DESIGN §8): the model's loss on
+# each image's first reference, per word class, with the true image and with another scene's
+# image. A reward can only improve what the model can see: words whose loss does not rise with
+# the wrong image (gap ≈ 0) are guessed from language statistics alone.
+
+# %%
+val_tune = ct.load_split(cfg, "validation", settings.tune_examples, cache)
+control, where = ct.mle_control(pre, val_tune)
+control_rows = ct.control_rows(control)
+ctx.save_table("captioning_wrong_image", control_rows)
+print(f"wrong-image control ({where}), NLL in nats per word:")
+for r in control_rows:
+    print(f"  {r['word class']:9s} true {r['true image']:.3f}  wrong {r['wrong image']:.3f}  "
+          f"gap {r['gap']:+.3f}")
+
+# %% [markdown]
+# ## 2. Reward tuning: leave-one-out and self-critical
+# Both runs start from copies of the MLE model. Every `tune.eval_every` updates, and before
+# the first, each is evaluated on fixed validation images: the mean reward of N sampled
+# captions per image (always the same random key, so the curve shows the model, not sampling
+# noise), the reward of the greedy caption, and pycocoevalcap's CIDEr-D of the greedy captions.
+# The evaluation with the best validation CIDEr-D is the checkpoint kept (step 0, the MLE model
+# itself, is a candidate too).
+
+# %%
+key = jax.random.key(ctx.seed + 7)
+runs = [ct.tune_and_select(cfg, ct.clone(pre.model), task, dirs[name], baseline, val_tune,
+                           name=name, key=key, cache_dir=cache, progress=cfg.run.progress)
+        for name, baseline in ct.BASELINES.items()]
+for r in runs:
+    print(f"{r.name:4s} ({r.baseline} baseline): {r.seconds:.0f} s, chosen step {r.best_step} "
+          f"(validation CIDEr-D {r.best_value:.4f})")
+
+# %% [markdown]
+# ### Reward and CIDEr-D on validation during tuning
+
+# %%
+curve = ct.tune_curves(runs)
+ctx.save_table("captioning_tuning_curve", curve)
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
+panels = [("reward_sampled", "reward of samples (what REINFORCE maximises)"),
+          ("reward_greedy", "reward of greedy captions"),
+          ("CIDEr-D", "CIDEr-D of greedy captions (pycocoevalcap)")]
+for ax, (k, title) in zip(axes, panels, strict=True):
+    for r in runs:
+        ax.plot(*r.history.column(k, kind="eval"), "o-", label=r.name)
+        if k == "CIDEr-D":
+            ax.axvline(r.best_step, ls=":", color=ax.lines[-1].get_color())
+    ax.set(xlabel="REINFORCE update", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend()
+ctx.save_figure(fig, "captioning_tuning_curves.png")
+plt.show()
+corr = ct.reward_metric_correlation(runs)
+print("Pearson r of validation reward (greedy) and CIDEr-D over the evaluations:",
+      {k: round(v, 3) for k, v in corr.items()})
+
+# %% [markdown]
+# ## 3. MLE and tuned models on the test split
+# The same test scenes, every model decoded greedily and by beam search, scored by
+# pycocoevalcap (CIDEr-D and BLEU-4 as fractions: papers print them ×100; METEOR only where
+# Java is installed). `reward` is the training-frequency CIDEr-D that tuning maximised.
+
+# %%
+test = ct.load_split(cfg, "test", cfg.run.eval_examples, cache)
+models = {"MLE": pre.model, **{r.name: r.model for r in runs}}
+rows, decoded = ct.evaluate_models(models, task, test, beam_size=settings.beam_size)
+ctx.save_table("captioning_results", rows)
+for r in rows:
+    print(f"{r['model']:4s} {r['decoding']:6s} CIDEr-D {r['CIDEr-D']:.4f}  "
+          f"BLEU-4 {r['BLEU-4']:.4f}  ROUGE-L {r['ROUGE-L']:.4f}  words {r['words']:.1f}")
+gains = {(name, d): ct.relative_gain(rows, "CIDEr-D", "MLE", name, d)
+         for name in ct.BASELINES for d in ("greedy", "beam")}
+for (name, d), g in gains.items():
+    print(f"{name} vs MLE, {d}: CIDEr-D {g:+.1%} relative")
+for d in ("greedy", "beam"):
+    for metric in ("CIDEr-D", "BLEU-4", "ROUGE-L"):
+        pick = {r["model"]: r[metric] for r in rows if r["decoding"] == d}
+        ctx.record("captioning", f"test_{metric}_{d}", mle=pick["MLE"], tuned=pick["LOO"],
+                   note="tuned = leave-one-out baseline; checkpoint chosen on validation")
+        ctx.record("captioning", f"scst_test_{metric}_{d}", mle=pick["MLE"], tuned=pick["SCST"],
+                   note="tuned = self-critical (greedy) baseline")
+print(ct.compare_baselines(rows, runs))
+
+# %% [markdown]
+# ## 4. How close to the references' own agreement?
+# Each reference caption, scored by CIDEr-D against the other four of its image, is what a
+# captioner that writes like one more annotator would get: the ceiling. The models' greedy
+# captions are scored under the same conditions (against four references, averaged over which
+# one is left out), so the numbers compare directly.
+
+# %%
+ceiling, _ = ct.reference_ceiling(test)
+ceiling_rows = [{"captions": "references (each vs the other four)", "CIDEr-D": ceiling,
+                 "fraction of ceiling": 1.0}]
+for name in models:
+    v = ct.leave_one_out_cider(decoded[name, "greedy"].captions, test)
+    ceiling_rows.append({"captions": f"{name}, greedy", "CIDEr-D": v,
+                         "fraction of ceiling": v / ceiling})
+ctx.save_table("captioning_ceiling", ceiling_rows)
+for r in ceiling_rows:
+    print(f"{r['captions']:38s} CIDEr-D {r['CIDEr-D']:.4f}  ({r['fraction of ceiling']:.0%})")
+ctx.record("captioning", "reference_ceiling_CIDEr-D", value=ceiling,
+           note="each test reference vs the other four (pycocoevalcap)")
+ctx.record("captioning", "test_CIDEr-D_greedy_vs_four_refs", mle=ceiling_rows[1]["CIDEr-D"],
+           tuned=ceiling_rows[2]["CIDEr-D"], note="the ceiling's conditions; tuned = LOO")
+
+# %% [markdown]
+# ## 5. Captions before and after, on the same test images
+
+# %%
+shown = list(range(settings.shown))
+greedy = {name: decoded[name, "greedy"] for name in models}
+ctx.save_table("captioning_examples", ct.example_rows(test, greedy, shown))
+fig = ct.draw_examples(test, greedy, shown)
+ctx.save_figure(fig, "captioning_examples.png")
+plt.show()
+
+# %% [markdown]
+# ## 6. The reward distribution before and after tuning
+# The paper's analysis: the CIDEr-D reward of each validation image's greedy caption, and of N
+# sampled captions per image, summarised by mean, standard deviation and percentiles. Tuning
+# should move the whole distribution, and most of all the sampled captions, whose expected
+# reward is what REINFORCE maximises.
+
+# %%
+val = ct.load_split(cfg, "validation", cfg.run.eval_examples, cache)
+dists = {name: ct.reward_distribution(m, task, val, cfg.rl.num_samples, jax.random.key(ctx.seed))
+         for name, m in models.items()}
+dist_rows = ct.distribution_rows(dists)
+ctx.save_table("captioning_reward_distribution", dist_rows)
+for r in dist_rows:
+    print(f"{r['model']:4s} {r['decoding']:7s} n={r['n']:5d}  mean {r['mean']:.3f}  "
+          f"std {r['std']:.3f}  p10 {r['p10']:.3f}  p50 {r['p50']:.3f}  p90 {r['p90']:.3f}")
+for d in ("greedy", "sampled"):
+    ctx.record("captioning", f"val_reward_{d}_mean", mle=dists["MLE"][d]["mean"],
+               tuned=dists["LOO"][d]["mean"], note="CIDEr-D reward, training df; tuned = LOO")
+
+# %%
+ctx.finish()
