@@ -24,6 +24,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from rlcv_lib import checkpoint
@@ -53,6 +54,21 @@ def mle_sections(task_name: str) -> tuple[str, ...]:
     return ("model", "world", "train", task_name)
 
 
+BOOKKEEPING_FIELDS = ("num_steps", "log_every", "eval_every", "ckpt_every", "keep_checkpoints")
+"""``train`` fields a shipped checkpoint need not match under a constant learning rate: they say
+when training stopped and what it logged, not what the model is (the manifest records its steps).
+Under a decaying schedule ``num_steps`` shapes the learning rate, so it must match."""
+
+
+def matching_config(cfg: Any) -> Any:
+    """``cfg`` with the bookkeeping fields of its ``train`` section reset to their defaults: what
+    a shipped checkpoint's config hash is computed from."""
+    ignore = BOOKKEEPING_FIELDS if cfg.train.schedule == "constant" else BOOKKEEPING_FIELDS[1:]
+    default = type(cfg.train)()
+    train = dataclasses.replace(cfg.train, **{f: getattr(default, f) for f in ignore})
+    return dataclasses.replace(cfg, sections=MappingProxyType({**cfg.sections, "train": train}))
+
+
 def shipped_path(task_name: str, preset: str, root: str | Path | None = None) -> Path:
     return Path(ROOT if root is None else root) / f"{task_name}-{preset}"
 
@@ -78,7 +94,7 @@ def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | N
     checkpoint at ``path`` with its manifest and pretraining curve."""
     evals = run.history.records("eval")
     manifest = checkpoint.make_manifest(
-        cfg, scenes.WORLD_VERSION, steps=evals[-1]["step"] if evals else 0,
+        matching_config(cfg), scenes.WORLD_VERSION, steps=evals[-1]["step"] if evals else 0,
         train_seconds=run.seconds, sections=mle_sections(recipe.name),
         metrics={k: v for k, v in (evals[-1] if evals else {}).items()
                  if k not in ("kind", "step", "time") and isinstance(v, int | float)},
@@ -93,7 +109,8 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
                      path: str | Path | None = None, cache_dir: str | None = None,
                      progress: bool = True, **pretrain_kwargs: Any) -> Pretrained:
     """The shipped MLE model of ``(recipe.name, cfg.preset)`` (or ``path``), or, with
-    ``cfg.run.from_scratch`` or when none is shipped, MLE pretraining in ``workdir``.
+    ``cfg.run.from_scratch`` or when none is shipped, MLE pretraining in ``workdir``. The match
+    ignores ``train``'s bookkeeping fields (:func:`matching_config`).
 
     Raises :class:`~rlcv_lib.checkpoint.ManifestMismatchError` when a shipped checkpoint exists
     but was made for another config or world (regenerate it with ``make pretrain``)."""
@@ -101,7 +118,7 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
     if not cfg.run.from_scratch and (path / checkpoint.MANIFEST).exists():
         task = recipe.make_task(cfg, cache_dir)
         model = build_model(cfg.model, task, seed=cfg.run.seed)
-        manifest = checkpoint.load_shipped(path, model, cfg, scenes.WORLD_VERSION,
+        manifest = checkpoint.load_shipped(path, model, matching_config(cfg), scenes.WORLD_VERSION,
                                            sections=mle_sections(recipe.name))
         history = History()
         for rec in (json.loads(line) for line in open(path / "history.jsonl")):

@@ -98,8 +98,8 @@ class TrainConfig:
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "smoke": TrainConfig(lr=1e-3, warmup_steps=2, batch_size=8, num_steps=8, log_every=2,
                          eval_every=4, ckpt_every=4),
-    "cpu": TrainConfig(lr=1e-3, warmup_steps=200, batch_size=32, num_steps=4000, log_every=50,
-                       eval_every=500, ckpt_every=500),
+    "cpu": TrainConfig(lr=1e-3, warmup_steps=100, schedule="constant", batch_size=32,
+                       num_steps=6000, log_every=50, eval_every=250, ckpt_every=250),
     "gpu": TrainConfig(lr=1e-3, warmup_steps=500, batch_size=64, num_steps=25000,
                        log_every=100, eval_every=2500, ckpt_every=2500),
     "paper": TrainConfig(lr=1e-3, warmup_steps=4000, weight_decay=1e-4, batch_size=128,

@@ -62,6 +62,22 @@ def test_tuning_sections_do_not_invalidate_the_shipped_model(shipped):
     assert pre.source == "shipped"
 
 
+def test_the_step_count_matters_only_under_a_decaying_schedule(shipped):
+    _, _, path = shipped
+    assert _cfg(**{"train.schedule": "constant"}).train.schedule == "constant"
+    a = pretrained.matching_config(_cfg(**{"train.schedule": "constant", "train.num_steps": 7}))
+    b = pretrained.matching_config(_cfg(**{"train.schedule": "constant", "train.num_steps": 9}))
+    assert a.hash() == b.hash()
+    c = pretrained.matching_config(_cfg(**{"train.schedule": "cosine", "train.num_steps": 7}))
+    d = pretrained.matching_config(_cfg(**{"train.schedule": "cosine", "train.num_steps": 9}))
+    assert c.hash() != d.hash()
+    # the smoke preset's schedule is cosine: the shipped 2-step model refuses a 3-step config
+    with pytest.raises(checkpoint.ManifestMismatchError):
+        pretrained.load_or_pretrain(RECIPE, _cfg(**{"train.num_steps": 3}), None, path=path)
+    pre = pretrained.load_or_pretrain(RECIPE, _cfg(**{"train.eval_every": 5}), None, path=path)
+    assert pre.source == "shipped"
+
+
 def test_from_scratch_ignores_the_shipped_model(shipped, tmp_path):
     _, _, path = shipped
     pre = pretrained.load_or_pretrain(RECIPE, _cfg(**{"run.from_scratch": True}),

@@ -155,9 +155,12 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
     # Seconds per notebook: tiny images and splits.
     "smoke": WorldConfig(image_size=32, train_size=256, validation_size=64, test_size=64,
                          max_objects=6, size_range=(0.1, 0.5)),
-    # 2-core CPU: 64x64 keeps localization learnable; six classes (three detail pairs).
-    "cpu": WorldConfig(image_size=64, thing_classes=(
-        "circle", "ring", "square", "frame", "triangle", "star")),
+    # 2-core CPU: an easy world a small model learns to look at within a CPU-hour of MLE: 64x64,
+    # 1-4 large things of three distinct shapes, no muted colours. (The six-class, 0-12 object
+    # world left a cpu model blind after 2,500 MLE steps: notes/detection_pretrain_spike.md.)
+    "cpu": WorldConfig(image_size=64, train_size=20_000, thing_classes=(
+        "circle", "square", "triangle"), min_objects=1, max_objects=4, size_range=(0.15, 0.45),
+        muted_prob=0.0),
     # One GPU: larger, all eight classes, more clutter and smaller objects.
     "gpu": WorldConfig(image_size=128, train_size=100_000, validation_size=2048,
                        test_size=2000, max_objects=20, size_range=(0.03, 0.35)),
