@@ -406,7 +406,7 @@ def reward_metric_correlation(runs: Sequence[Tuned], reward: str = "reward_greed
 
     def r(pairs):
         x, y = np.array(pairs, np.float64).reshape(-1, 2).T
-        if len(x) < 3 or x.std() == 0 or y.std() == 0:
+        if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
             return float("nan")
         return float(np.corrcoef(x, y)[0, 1])
 

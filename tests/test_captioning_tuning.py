@@ -260,3 +260,61 @@ def test_mle_control_measures_when_nothing_is_shipped(pre, val):
 def test_captions_of_matches_the_task_detokenizer(pre):
     tokens = np.array([[cap.FIRST_WORD, cap.EOS, 0], [cap.UNK, cap.FIRST_WORD, cap.EOS]])
     assert ct.captions_of(pre.task, tokens) == [pre.task.detokenize(t) for t in tokens]
+
+
+def test_experiment_config_applies_captioning_defaults_unless_overridden(cfg, monkeypatch):
+    monkeypatch.setitem(ct.TUNE_DEFAULTS, "smoke", {"tune.lr": 0.5, "rl.num_samples": 3})
+    out = ct.experiment_config(cfg, {})
+    assert (out.tune.lr, out.rl.num_samples) == (0.5, 3) and out.tune.num_steps == 4
+    kept = ct.experiment_config(cfg, {"tune.lr": 3e-3})
+    assert (kept.tune.lr, kept.rl.num_samples) == (cfg.tune.lr, 3)
+    monkeypatch.setitem(ct.TUNE_DEFAULTS, "smoke", {"rl.num_samples": 1})
+    with pytest.raises(ValueError, match="num_samples=1"):
+        ct.experiment_config(cfg, {})
+
+
+def test_run_dirs_empty_the_tuning_dirs_only(tmp_path):
+    first = ct.run_dirs(tmp_path)
+    for d in first.values():
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "x").write_text("old")
+    again = ct.run_dirs(tmp_path)
+    assert again == first and set(again) == {"mle", "cache", *ct.BASELINES}
+    assert (again["mle"] / "x").exists() and (again["cache"] / "x").exists()
+    assert not any(again[n].exists() for n in ct.BASELINES)
+
+
+def _fake_run(name, evals, seconds=1.0, best=0):
+    hist = History()
+    for step, (reward, cider) in enumerate(evals):
+        hist.append({"kind": "eval", "step": step, "reward_greedy": reward, "CIDEr-D": cider})
+    return ct.Tuned(name, name.lower(), None, hist, seconds, best, max(c for _, c in evals))
+
+
+def test_reward_metric_correlation_and_baseline_comparison():
+    a = _fake_run("LOO", [(0.1, 0.2), (0.2, 0.4), (0.3, 0.6)])
+    b = _fake_run("SCST", [(0.1, 0.3), (0.2, 0.1), (0.3, 0.2)])
+    flat = _fake_run("X", [(0.1, 0.2), (0.1, 0.2), (0.1, 0.2)])
+    r = ct.reward_metric_correlation([a, b, flat])
+    assert r["LOO"] == pytest.approx(1.0) and r["SCST"] == pytest.approx(-0.5)
+    assert np.isnan(r["X"])
+    x = [0.1, 0.2, 0.3, 0.1, 0.2, 0.3, 0.1, 0.1, 0.1]
+    y = [0.2, 0.4, 0.6, 0.3, 0.1, 0.2, 0.2, 0.2, 0.2]
+    assert r["all"] == pytest.approx(np.corrcoef(x, y)[0, 1])
+    rows = [{"model": "MLE", "decoding": "greedy", "CIDEr-D": 0.5},
+            {"model": "LOO", "decoding": "greedy", "CIDEr-D": 0.6},
+            {"model": "SCST", "decoding": "greedy", "CIDEr-D": 0.55}]
+    text = ct.compare_baselines(rows, [a, b])
+    assert "MLE 0.5000; tuned LOO 0.6000 (+20.0%); SCST 0.5500 (+10.0%)" in text
+    assert "Best: LOO (+9.1% over SCST)" in text
+
+
+def test_without_java_leaves_the_task_alone(pre):
+    import copy
+    import dataclasses
+
+    task = copy.copy(pre.task)
+    task.cfg = dataclasses.replace(task.cfg, java_metrics=True)
+    nj = ct.without_java(task)
+    assert nj.cfg.java_metrics is False and task.cfg.java_metrics is True
+    assert nj.vocab is task.vocab and nj.scorer is task.scorer
