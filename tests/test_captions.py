@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from rlcv_lib.data import captions as cap
 from rlcv_lib.data import palette, scenes
 
-CPU = scenes.WORLD_PRESETS["cpu"]
+CPU = scenes.CROWDED_64  # many things of six classes: captions make many kinds of claims
 ALL = dataclasses.replace(CPU, image_size=80, max_objects=16, thing_classes=scenes.THING_CLASSES)
 
 NOUNS = sorted(

@@ -12,7 +12,7 @@ from PIL import Image
 
 from rlcv_lib.data import coco_export, scenes
 
-CPU = scenes.WORLD_PRESETS["cpu"]
+CPU = scenes.CROWDED_64  # up to 12 things of six classes: every size bucket occurs
 
 
 @pytest.fixture(scope="module")

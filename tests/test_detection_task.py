@@ -22,12 +22,13 @@ from rlcv_lib.tasks.detection import (
     scenes_class_counts,
 )
 
-WORLD = scenes.WORLD_PRESETS["cpu"]
+WORLD = scenes.CROWDED_64  # up to 12 things: every slot and size bucket gets used
+PIXEL_GRID = DetectionConfig(max_level=64, num_slots=18)  # 65 levels on WORLD's pixel edges
 
 
 @pytest.fixture(scope="module")
 def task():
-    return DetectionTask.for_world(DETECTION_PRESETS["cpu"], WORLD)
+    return DetectionTask.for_world(PIXEL_GRID, WORLD)
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +75,8 @@ def test_presets_register_and_fit_their_worlds():
         det, world = cfg.detection, cfg.world
         assert 1.5 * world.max_objects <= det.num_slots <= 2 * world.max_objects or \
             preset == "paper"
-        if preset != "paper":
-            assert det.max_level == world.image_size  # the pixel grid
+        if preset != "paper":  # bins on the pixel grid (cpu: 2-px bins)
+            assert world.image_size % det.max_level == 0 and det.max_level >= 32
     paper = DETECTION_PRESETS["paper"]
     assert (paper.max_level, 6 * paper.num_slots) == (1000, 600)
     with pytest.raises(config.ConfigError, match="correct_thr=0.33"):
@@ -220,7 +221,7 @@ def test_malformed_slots_are_dropped(task):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(-2 ** 40, 2 ** 40) | st.integers(-3, 80), max_size=130))
 def test_any_token_sequence_decodes(tokens):
-    task = DetectionTask(DETECTION_PRESETS["cpu"], WORLD.thing_classes)
+    task = DetectionTask(PIXEL_GRID, WORLD.thing_classes)
     pred = task.detokenize(np.array(tokens, np.int64))
     b = pred["boxes"]
     assert b.shape == (len(pred["labels"]), 4) and len(pred["scores"]) == len(b)
@@ -269,7 +270,7 @@ def reinforce_grad(task, seqs, adv):
 
 
 def test_presence_decision_gets_reward_gradient_confidence_does_not():
-    seqs = grammar_walk(DetectionTask(DETECTION_PRESETS["cpu"], WORLD.thing_classes),
+    seqs = grammar_walk(DetectionTask(PIXEL_GRID, WORLD.thing_classes),
                         np.random.default_rng(3), 4, p_pad=0.1).reshape(2, 2, -1)
     adv = jnp.array([[1.0, -1.0], [0.5, -0.5]])
     for compat in (False, True):

@@ -11,6 +11,7 @@ from rlcv_lib import config
 from rlcv_lib.data import palette, scenes
 
 CPU = scenes.WORLD_PRESETS["cpu"]
+CROWDED = scenes.CROWDED_64
 WORLDS = {
     "smoke": scenes.WORLD_PRESETS["smoke"],
     "cpu": CPU,
@@ -85,10 +86,22 @@ def test_occlusion_and_visibility_rule():
     assert hidden > 0 and occluded > 0
 
 
-def test_cpu_world_is_crowded_and_spans_sizes():
+def test_cpu_world_has_one_to_four_large_things_of_three_shapes():
+    counts, buckets, labels = [], {"small": 0, "medium": 0, "large": 0}, set()
+    for i in range(200):
+        sc = scenes.generate(CPU, "validation", i)
+        counts.append(len(sc.things))
+        labels |= {t.label for t in sc.things}
+        for t in sc.things:
+            buckets[scenes.size_bucket(t.area, 64, 64)] += 1
+    assert min(counts) == 1 and max(counts) == 4 and labels == {0, 1, 2}
+    assert buckets["large"] > buckets["small"], buckets
+
+
+def test_the_default_world_is_crowded_and_spans_sizes():
     counts, buckets = [], {"small": 0, "medium": 0, "large": 0}
     for i in range(400):
-        sc = scenes.generate(CPU, "validation", i)
+        sc = scenes.generate(CROWDED, "validation", i)
         counts.append(len(sc.things))
         for t in sc.things:
             buckets[scenes.size_bucket(t.area, 64, 64)] += 1
@@ -173,7 +186,7 @@ def test_registered_as_world_section():
     assert scenes.config_hash(CPU) != scenes.config_hash(WORLDS["flat"])
 
 
-GOLDEN = {  # (world version, cpu preset, validation index) -> annotation hash
+GOLDEN = {  # (world version, CROWDED world, validation index) -> annotation hash
     (3, 0): "8c47bdd8fdc56dab67ee9268911860044f597239584ea70905a92eb3193e5155",
     (3, 1): "a823f05c97cd0a1632e602c000b60fc09f85c32a43dd55a63fb277948dadbb7f",
 }
@@ -185,5 +198,5 @@ def test_world_version_is_bumped_when_the_world_changes():
     for (version, index), want in GOLDEN.items():
         if version != scenes.WORLD_VERSION:
             pytest.fail(f"WORLD_VERSION is {scenes.WORLD_VERSION}: record its golden hashes")
-        got = scenes.annotation_hash(scenes.example(CPU, "validation", index))
+        got = scenes.annotation_hash(scenes.example(CROWDED, "validation", index))
         assert got == want, "the scenes world changed without a WORLD_VERSION bump"

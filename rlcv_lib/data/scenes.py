@@ -169,6 +169,10 @@ WORLD_PRESETS: dict[str, WorldConfig] = {
                          test_size=5000, max_objects=30, size_range=(0.02, 0.3)),
 }
 
+CROWDED_64 = WorldConfig(image_size=64, thing_classes=(
+    "circle", "ring", "square", "frame", "triangle", "star"))
+"""The crowded 64-px world (0-12 things of six classes in three detail pairs; the cpu preset up
+to world version 3): a harder cpu-sized world, and the fixture of tests about crowding."""
 
 # --------------------------------------------------------------------------- helpers
 
