@@ -34,10 +34,12 @@ The experiment, on the scenes world::
   key): mean, std and the :data:`PERCENTILES`.
 * **Ceiling** (:func:`reference_ceiling`): each reference scored by pycocoevalcap's CIDEr-D
   against the other four of its image (df from those four-reference sets), averaged over the
-  five choices: what a captioner that writes like one more annotator would get.
-  :func:`leave_one_out_cider` scores a model's captions under exactly the same conditions (four
-  references, the same five df tables), so the two numbers compare directly (the ordinary
-  five-reference CIDEr-D is not comparable: more references, other df).
+  five choices: what a captioner that writes like one more annotator would get. Not an upper
+  bound: a model that writes the references' consensus wording scores above it (measured on
+  the cpu world: ``notes/captioning_tuning.md``). :func:`leave_one_out_cider` scores a model's
+  captions under exactly the same conditions (four references, the same five df tables), so
+  the two numbers compare directly (the ordinary five-reference CIDEr-D is not comparable:
+  more references, other df).
 """
 
 from __future__ import annotations
