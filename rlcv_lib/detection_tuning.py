@@ -57,7 +57,7 @@ import numpy as np
 from flax import nnx
 
 from rlcv_lib import detection_experiment, mle_experiment, optim, sampling, steps
-from rlcv_lib.data import pipeline, sources
+from rlcv_lib.data import pipeline, scenes, sources
 from rlcv_lib.history import History
 from rlcv_lib.reinforce import RLConfig
 from rlcv_lib.rewards import detection as reward_lib
@@ -159,9 +159,9 @@ def predict(model, task: det.DetectionTask, images: np.ndarray, rule: Rule,
 def split_set(cfg: Any, split: str, num_examples: int, cache_dir: str | None = None
               ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
     """The first ``num_examples`` scenes of ``split`` ("validation" for choices, "test" for
-    reported numbers) as examples and as one collated batch."""
+    reported numbers; at most the split's size) as examples and as one collated batch."""
     src = sources.open_source("scenes", split, world=cfg.world, cache_dir=cache_dir,
-                              size=num_examples)
+                              size=min(num_examples, scenes.split_size(cfg.world, split)))
     examples = [src[i] for i in range(len(src))]
     return examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects)
 

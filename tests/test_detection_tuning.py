@@ -88,6 +88,12 @@ def test_recall_by_count_exact_on_a_hand_built_case():
         dt.recall_by_count(preds[:3], examples, [(1, 1)])
 
 
+def test_split_set_is_capped_at_the_split_size(cfg):
+    examples, batch = dt.split_set(cfg, "test", 10_000)
+    assert len(examples) == cfg.world.test_size == len(batch["image"])
+    assert len({e["image_id"] for e in examples}) == cfg.world.test_size
+
+
 def test_count_buckets_cover_one_to_max_without_gaps():
     for m in (1, 4, 6, 12, 30):
         b = dt.count_buckets(m)
