@@ -525,3 +525,63 @@ def dumps(obj: Any) -> str:
 def clone(model):
     """An independent copy of ``model`` (each tuning starts from its own)."""
     return nnx.clone(model)
+
+
+# ---------------------------------------------------------------------------- seed spread
+
+
+def seed_rows(cfg: Any, workdir: str | Path, *, cache_dir: str | None = None,
+              progress: bool = False) -> list[dict[str, Any]]:
+    """The notebook's tuning protocol for ``cfg.run.seed`` (outside CI, for the seed spread):
+    the MLE model (shipped: the same for every seed; else trained in ``workdir``), both
+    tunings with the checkpoint chosen on validation, and the test rows of every model, greedy
+    and beam, scored without the Java tools (CIDEr-D, BLEU-4 and ROUGE-L as in the notebook,
+    no METEOR). Each row also carries ``seed``, ``best_step`` and ``tune_seconds``."""
+    from rlcv_lib import pretrained
+
+    settings = EVAL_PRESETS[cfg.preset]
+    dirs = run_dirs(workdir)
+    pre = pretrained.load_or_pretrain(RECIPE, cfg, dirs["mle"], cache_dir=cache_dir,
+                                      progress=progress)
+    val = load_split(cfg, "validation", settings.tune_examples, cache_dir)
+    key = jax.random.key(cfg.run.seed + 7)
+    runs = {name: tune_and_select(cfg, clone(pre.model), pre.task, dirs[name], baseline, val,
+                                  name=name, key=key, cache_dir=cache_dir, progress=progress)
+            for name, baseline in BASELINES.items()}
+    test = load_split(cfg, "test", cfg.run.eval_examples, cache_dir)
+    models = {"MLE": pre.model, **{n: r.model for n, r in runs.items()}}
+    rows, _ = evaluate_models(models, without_java(pre.task), test, beam_size=settings.beam_size)
+    for r in rows:
+        run = runs.get(r["model"])
+        r.update(seed=cfg.run.seed, mle_source=pre.source,
+                 best_step=None if run is None else run.best_step,
+                 tune_seconds=None if run is None else round(run.seconds, 1))
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m rlcv_lib.captioning_tuning PRESET WORKDIR SEED [SEED ...] [key=value ...]``:
+    :func:`seed_rows` for each seed (in ``WORKDIR/seed<N>``, scenes cached in
+    ``WORKDIR/scenes_cache``), one JSON line per test row."""
+    import sys
+
+    from rlcv_lib.config import get_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    kv = [a for a in args if "=" in a]
+    pos = [a for a in args if "=" not in a]
+    if len(pos) < 3:
+        raise SystemExit("usage: python -m rlcv_lib.captioning_tuning PRESET WORKDIR SEED "
+                         "[SEED ...] [section.field=value ...]")
+    preset, workdir, *seeds = pos
+    overrides = dict(a.split("=", 1) for a in kv)
+    root = Path(workdir)
+    for seed in seeds:
+        cfg = experiment_config(get_config(preset, {**overrides, "run.seed": int(seed)}),
+                                overrides)
+        for row in seed_rows(cfg, root / f"seed{seed}", cache_dir=str(root / "scenes_cache")):
+            print(json.dumps(row, default=float), flush=True)
+
+
+if __name__ == "__main__":
+    main()

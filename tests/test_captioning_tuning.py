@@ -318,3 +318,31 @@ def test_without_java_leaves_the_task_alone(pre):
     nj = ct.without_java(task)
     assert nj.cfg.java_metrics is False and task.cfg.java_metrics is True
     assert nj.vocab is task.vocab and nj.scorer is task.scorer
+
+
+def test_seed_spread_command_prints_one_row_per_model_and_decoding(pre, tmp_path, capsys,
+                                                                   monkeypatch):
+    import json
+
+    from rlcv_lib import pretrained
+
+    started = {}
+
+    def shipped(recipe, cfg, workdir, **kw):  # the module's MLE model stands in for a shipped one
+        started["seed"] = cfg.run.seed
+        return pretrained.Pretrained(ct.clone(pre.model), pre.task, pre.history, "shipped",
+                                     None, {})
+
+    monkeypatch.setattr(pretrained, "load_or_pretrain", shipped)
+    ct.main(["smoke", str(tmp_path), "3", "tune.num_steps=2", "tune.eval_every=2",
+             "run.eval_examples=4"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert started == {"seed": 3}
+    assert [(r["model"], r["decoding"]) for r in rows] == [
+        (m, d) for d in ("greedy", "beam") for m in ("MLE", "LOO", "SCST")]
+    assert all(r["seed"] == 3 and r["mle_source"] == "shipped" for r in rows)
+    assert all((r["best_step"] in (0, 2)) == (r["model"] != "MLE") for r in rows)
+    assert all("METEOR" not in r and 0 <= r["CIDEr-D"] for r in rows)
+    assert (tmp_path / "seed3" / "captioning_tune_scst" / "best").is_dir()
+    with pytest.raises(SystemExit, match="usage"):
+        ct.main(["smoke", str(tmp_path)])
