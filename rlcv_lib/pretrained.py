@@ -30,7 +30,7 @@ from typing import Any
 from rlcv_lib import checkpoint
 from rlcv_lib.data import scenes
 from rlcv_lib.history import History
-from rlcv_lib.mle_experiment import Recipe, pretrain, wrong_image_control
+from rlcv_lib.mle_experiment import Recipe, pretrain, validation_set, wrong_image_control
 from rlcv_lib.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -92,17 +92,40 @@ def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | N
          ) -> Path:
     """Writes ``run`` (a :class:`~rlcv_lib.mle_experiment.PretrainResult`) as a shipped
     checkpoint at ``path`` with its manifest and pretraining curve."""
+    records = run.history.records()
     evals = run.history.records("eval")
     manifest = checkpoint.make_manifest(
-        matching_config(cfg), scenes.WORLD_VERSION, steps=evals[-1]["step"] if evals else 0,
-        train_seconds=run.seconds, sections=mle_sections(recipe.name),
-        metrics={k: v for k, v in (evals[-1] if evals else {}).items()
-                 if k not in ("kind", "step", "time") and isinstance(v, int | float)},
+        matching_config(cfg), scenes.WORLD_VERSION,
+        steps=max((r["step"] for r in records), default=0),
+        train_seconds=max([run.seconds] + [r.get("time", 0.0) for r in records]),
+        sections=mle_sections(recipe.name), metrics=_last_metrics(evals),
+        metrics_step=evals[-1]["step"] if evals else None,
         task=recipe.name, seed=cfg.run.seed, wrong_image_control=control)
     path = checkpoint.save_shipped(path, run.model, manifest)
     with open(path / "history.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in run.history.records())
     return path
+
+
+def _last_metrics(evals: list[dict[str, Any]]) -> dict[str, float]:
+    last = evals[-1] if evals else {}
+    return {k: v for k, v in last.items()
+            if k not in ("kind", "step", "time") and isinstance(v, int | float)}
+
+
+def final_eval(recipe: Recipe, cfg: Any, run: Any, cache_dir: str | None = None,
+               eval_examples: int = 256) -> None:
+    """Appends an evaluation at the model's last step to ``run.history`` unless it has one (a
+    run stopped between evaluations and resumed for zero steps, say)."""
+    records = run.history.records()
+    last = max((r["step"] for r in records), default=0)
+    evals = run.history.records("eval")
+    if evals and evals[-1]["step"] == last:
+        return
+    examples, val_batch = validation_set(cfg, eval_examples, cache_dir)
+    metrics = recipe.make_evaluator(run.task, examples, val_batch)(run.model, last)
+    run.history.append({"kind": "eval", "step": last,
+                        "time": max(r.get("time", 0.0) for r in records), **metrics})
 
 
 def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
@@ -128,8 +151,7 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
                    **pretrain_kwargs)
     evals = run.history.records("eval")
     manifest = {"steps": evals[-1]["step"] if evals else 0, "train_seconds": run.seconds,
-                "metrics": {k: v for k, v in (evals[-1] if evals else {}).items()
-                            if k not in ("kind", "step", "time")}}
+                "metrics": _last_metrics(evals)}
     return Pretrained(run.model, run.task, run.history, "trained", None, manifest)
 
 
@@ -151,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     cache_dir = str(Path("runs/pretrain/scenes_cache"))
     run = pretrain(recipe, cfg, workdir, cache_dir=cache_dir,
                    train_size=None if train_size is None else int(train_size))
+    final_eval(recipe, cfg, run, cache_dir)
     control = wrong_image_control(recipe, run.model, run.task, run.val_batch)
     out = shipped_path(task_name, preset)
     if out.exists():
