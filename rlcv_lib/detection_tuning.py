@@ -242,6 +242,23 @@ def evaluate(model, task: det.DetectionTask, examples: Sequence[Mapping[str, Any
 # The tuning curve and the checkpoint choice
 
 
+def reset_confidence(model) -> None:
+    """Zeroes the output head's weights and biases of the confidence tokens 1 and 2, in place:
+    p(1) = p(2) = 1/2 at every confidence position, whatever the image. The grammar allows
+    these tokens only at confidence positions (and only them there), so every other token's
+    distribution is unchanged.
+
+    Why: the MLE target of every ground-truth box's confidence is 2, so an MLE model is
+    certain of it (NLL ≈ 1e-5). The confidence loss's first targets (mostly low IoU) then have a
+    cross-entropy of many nats whose gradient, through the shared decoder, dominates the first
+    updates of tuning and degrades the boxes (notes/detection_tuning.md). From the reset the
+    loss starts at ln 2 per box."""
+    head = model.decoder.head
+    idx = jnp.array([det.CONF_LOW, det.CONF_HIGH])
+    head.kernel.value = head.kernel.value.at[:, idx].set(0.0)
+    head.bias.value = head.bias.value.at[idx].set(0.0)
+
+
 def validation_reward(model, task: det.DetectionTask, batch: Mapping[str, np.ndarray],
                       num_samples: int, key: jax.Array, chunk: int = 128) -> float:
     """Mean task reward of ``num_samples`` samples per image (temperature 1, no truncation,

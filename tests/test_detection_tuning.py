@@ -271,6 +271,26 @@ def test_tables_and_panels(task, data):
     assert fig.axes[0].get_ylabel() == "a" and fig.axes[3].get_ylabel() == "b"
 
 
+def test_reset_confidence_changes_only_the_confidence_positions(model, task, data):
+    _, batch = data
+    x = batch["image"][:4]
+    _, tokens = dt.predict(model, task, x, dt.PIX2SEQ_RULE, key=jax.random.key(2))
+    spec = sampling.DecodeSpec.for_task(task)
+    before = np.asarray(sampling.teacher_forced_jit(model, x, tokens[:, None], spec)
+                        .log_softmax[:, 0])
+    reset = nnx.clone(model)
+    dt.reset_confidence(reset)
+    after = np.asarray(sampling.teacher_forced_jit(reset, x, tokens[:, None], spec)
+                       .log_softmax[:, 0])
+    conf = np.arange(task.max_len) % det.TOKENS_PER_BOX == det.CONF_KIND
+    np.testing.assert_allclose(after[:, ~conf], before[:, ~conf], atol=1e-6)
+    np.testing.assert_allclose(np.exp(after[:, conf][..., 1:3]), 0.5, atol=1e-6)
+    assert not np.allclose(np.exp(before[:, conf][..., 1:3]), 0.5, atol=1e-3)
+    scores = dt.predict(reset, task, x, dataclasses.replace(dt.PIX2SEQ_RULE,
+                                                            score="confidence"))[0]
+    np.testing.assert_allclose(np.concatenate([p["scores"] for p in scores]), 0.5, atol=1e-6)
+
+
 def test_rule_validation():
     with pytest.raises(ValueError, match="decode"):
         dt.Rule("x", decode="beam")
