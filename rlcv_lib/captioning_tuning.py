@@ -60,7 +60,7 @@ import numpy as np
 from flax import nnx
 
 from rlcv_lib import checkpoint, steps, tuning
-from rlcv_lib.captioning_experiment import RECIPE, wrong_image_control
+from rlcv_lib.captioning_experiment import RECIPE, WORD_CLASSES, wrong_image_control
 from rlcv_lib.data import pipeline, scenes, sources
 from rlcv_lib.data import stats as stats_lib
 from rlcv_lib.history import History
@@ -443,10 +443,13 @@ def compare_baselines(rows: Sequence[Mapping[str, Any]], runs: Sequence[Tuned],
 
 
 def control_rows(control: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
-    """Rows ``{"word class", "true image", "wrong image", "gap"}`` of a wrong-image control."""
+    """Rows ``{"word class", "true image", "wrong image", "gap"}`` of a wrong-image control, in
+    the order of :data:`~rlcv_lib.captioning_experiment.WORD_CLASSES` (a shipped manifest
+    stores them sorted), then any other class."""
+    order = [k for k in WORD_CLASSES if k in control["true"]]
+    order += [k for k in control["true"] if k not in order]
     return [{"word class": k, "true image": control["true"][k],
-             "wrong image": control["wrong"][k], "gap": control["gap"][k]}
-            for k in control["true"]]
+             "wrong image": control["wrong"][k], "gap": control["gap"][k]} for k in order]
 
 
 def mle_control(pre: Any, val: Split) -> tuple[dict[str, dict[str, float]], str]:

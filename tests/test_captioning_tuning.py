@@ -255,6 +255,8 @@ def test_mle_control_measures_when_nothing_is_shipped(pre, val):
     assert all(r["gap"] == pytest.approx(r["wrong image"] - r["true image"]) for r in rows)
     Pre.manifest = {"wrong_image_control": control}
     assert ct.mle_control(Pre, val) == (control, "shipped manifest")
+    shuffled = {part: dict(sorted(v.items())) for part, v in control.items()}  # as in JSON
+    assert ct.control_rows(shuffled) == rows
 
 
 def test_captions_of_matches_the_task_detokenizer(pre):
