@@ -133,8 +133,18 @@ print({k: round(v, 4) for k, v in mle_metrics.items()})
 # samples, fixed key: what REINFORCE maximises) and the validation mAP of greedy decoding scored
 # by the learned confidences (the tuned model's rule). The state with the best validation mAP is
 # kept and restored at the end: the checkpoint choice.
+#
+# One preparation first. MLE taught the confidence token one answer, "high" (every ground-truth
+# box overlaps itself perfectly), and the model is certain of it; the confidence loss's first
+# targets (mostly low IoU) would then produce huge gradients through the shared decoder and
+# wreck the boxes in the first updates (`notes/detection_tuning.md`). So the confidence readout
+# (the output weights of tokens 1 and 2, used only at confidence positions) is reset to a
+# neutral start, p("high") = sigmoid(1) ≈ 0.73 for every box, before tuning: greedy decoding
+# still writes "high" as the MLE model always saw, and the confidence loss has to learn the
+# scores from the reward's IoUs.
 
 # %%
+dt.reset_confidence(pre.model, margin=1.0)
 monitor = dt.TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num_samples,
                            seed=ctx.seed + 7)
 t0 = time.time()

@@ -242,9 +242,11 @@ def evaluate(model, task: det.DetectionTask, examples: Sequence[Mapping[str, Any
 # The tuning curve and the checkpoint choice
 
 
-def reset_confidence(model) -> None:
-    """Zeroes the output head's weights and biases of the confidence tokens 1 and 2, in place:
-    p(1) = p(2) = 1/2 at every confidence position, whatever the image. The grammar allows
+def reset_confidence(model, margin: float = 0.0) -> None:
+    """Zeroes the output head's weights of the confidence tokens 1 and 2 and sets their biases to
+    (0, ``margin``), in place: p(2) = sigmoid(margin) at every confidence position, whatever the
+    image (margin 0: 1/2; margin > 0 keeps greedy decoding on token 2, the MLE model's only
+    confidence input, at the price of a less uniform start). The grammar allows
     these tokens only at confidence positions (and only them there), so every other token's
     distribution is unchanged.
 
@@ -256,7 +258,7 @@ def reset_confidence(model) -> None:
     head = model.decoder.head
     idx = jnp.array([det.CONF_LOW, det.CONF_HIGH])
     head.kernel.value = head.kernel.value.at[:, idx].set(0.0)
-    head.bias.value = head.bias.value.at[idx].set(0.0)
+    head.bias.value = head.bias.value.at[idx].set(jnp.array([0.0, margin]))
 
 
 def validation_reward(model, task: det.DetectionTask, batch: Mapping[str, np.ndarray],

@@ -289,6 +289,11 @@ def test_reset_confidence_changes_only_the_confidence_positions(model, task, dat
     scores = dt.predict(reset, task, x, dataclasses.replace(dt.PIX2SEQ_RULE,
                                                             score="confidence"))[0]
     np.testing.assert_allclose(np.concatenate([p["scores"] for p in scores]), 0.5, atol=1e-6)
+    dt.reset_confidence(reset, margin=1.0)
+    lsm = np.asarray(sampling.teacher_forced_jit(reset, x, tokens[:, None], spec)
+                     .log_softmax[:, 0])
+    np.testing.assert_allclose(np.exp(lsm[:, conf][..., 2]), 1 / (1 + np.exp(-1.0)), atol=1e-6)
+    np.testing.assert_allclose(lsm[:, ~conf], before[:, ~conf], atol=1e-6)
 
 
 def test_rule_validation():
