@@ -44,8 +44,6 @@ from rlcv_lib import notebook
 
 ctx = notebook.setup("03_detection", preset=preset, seed=seed, workdir=workdir,
                      figures_dir=figures_dir, overrides=overrides)
-cfg = ctx.config
-print(cfg.detection, cfg.rl, cfg.tune, sep="\n")
 
 # %%
 import time
@@ -57,6 +55,9 @@ from flax import nnx
 
 from rlcv_lib import detection_experiment, pretrained, tuning
 from rlcv_lib import detection_tuning as dt
+
+cfg = tuning.with_task_defaults(ctx.config, dt.TUNE_DEFAULTS, overrides)  # detection's tune lr
+print(cfg.detection, cfg.rl, cfg.tune, sep="\n")
 
 cache_dir = str(ctx.workdir / "scenes_cache")
 timings = {}

@@ -105,17 +105,7 @@ wins (see :func:`experiment_config`)."""
 def experiment_config(cfg: Any, overrides: Mapping[str, Any] | None = None) -> Any:
     """``cfg`` with :data:`TUNE_DEFAULTS` of its preset applied, except the keys the user
     overrode (``overrides``, dotted names as given to the notebook)."""
-    user = set(overrides or {})
-    out = cfg
-    for key, value in TUNE_DEFAULTS.get(cfg.preset, {}).items():
-        if key in user:
-            continue
-        section, field = key.split(".", 1)
-        new = dataclasses.replace(getattr(out, section), **{field: value})
-        out = dataclasses.replace(out, sections=types.MappingProxyType(
-            {**out.sections, section: new}))
-    out.rl.validate()
-    return out
+    return tuning.with_task_defaults(cfg, TUNE_DEFAULTS, overrides)
 
 
 def run_dirs(workdir: str | Path) -> dict[str, Path]:

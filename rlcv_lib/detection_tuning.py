@@ -66,6 +66,12 @@ from rlcv_lib.tasks import detection as det
 CONTINUE_SEED_OFFSET = 2_000
 """The MLE-as-long control streams training data with ``run.seed + CONTINUE_SEED_OFFSET``."""
 
+TUNE_DEFAULTS: dict[str, dict[str, Any]] = {"cpu": {"tune.lr": 3e-5}}
+"""Detection's values of the shared tuning sections, per preset
+(:func:`rlcv_lib.tuning.with_task_defaults`; a notebook override of the same key wins). cpu:
+lr 3e-5, not the preset's 1e-4, at which reward, mAP and recall fell in every development run
+(notes/detection_tuning.md)."""
+
 METRICS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR@100", "recall50",
            "recall50_gt", "boxes_per_image", "gt_per_image")
 """The keys of :func:`evaluate`'s metrics."""

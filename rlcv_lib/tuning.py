@@ -19,6 +19,8 @@ One call, the same for every task that has a :class:`~rlcv_lib.mle_experiment.Re
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,27 @@ from rlcv_lib.mle_experiment import Recipe
 TUNE_SEED_OFFSET = 1_000
 """Tuning's data order and sampling keys use ``run.seed + TUNE_SEED_OFFSET`` (MLE's use
 ``run.seed``), so tuning never replays pretraining's batches in the same order."""
+
+
+def with_task_defaults(cfg: Any, defaults: Mapping[str, Mapping[str, Any]],
+                       overrides: Mapping[str, Any] | None = None) -> Any:
+    """``cfg`` with a task's own values of the shared tuning sections applied.
+
+    The ``tune`` and ``rl`` sections are shared by every task; where one task needs other values
+    at a preset (detection tunes at a lower learning rate than captioning on the cpu preset),
+    its module declares them as ``defaults = {preset: {"section.field": value}}``. Keys the user
+    overrode (``overrides``, dotted names as given to the notebook) win."""
+    user = set(overrides or {})
+    out = cfg
+    for key, value in defaults.get(cfg.preset, {}).items():
+        if key in user:
+            continue
+        section, field = key.split(".", 1)
+        new = dataclasses.replace(getattr(out, section), **{field: value})
+        out = dataclasses.replace(out, sections=types.MappingProxyType(
+            {**out.sections, section: new}))
+    out.rl.validate()
+    return out
 
 
 @dataclasses.dataclass

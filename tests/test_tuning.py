@@ -46,3 +46,22 @@ def test_tune_updates_the_model_and_records_the_curve(recipe, baseline, tmp_path
                         tmp_path / "tune", train_size=16, progress=False)
     for a, b in zip(after, _params(again.model), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_task_defaults_apply_per_preset_unless_the_user_overrode_them():
+    defaults = {"smoke": {"tune.lr": 0.5, "rl.num_samples": 3}, "cpu": {"tune.lr": 0.25}}
+    cfg = tuning.with_task_defaults(_cfg(), defaults)
+    assert (cfg.tune.lr, cfg.rl.num_samples) == (0.5, 3)
+    assert cfg.train == _cfg().train  # other sections untouched
+    kept = tuning.with_task_defaults(_cfg(), defaults, {"tune.lr": 3e-3})
+    assert (kept.tune.lr, kept.rl.num_samples) == (_cfg().tune.lr, 3)
+    with pytest.raises(ValueError, match="num_samples"):
+        tuning.with_task_defaults(_cfg(), {"smoke": {"rl.num_samples": 1}})
+
+
+def test_detection_tunes_at_its_own_cpu_learning_rate():
+    from rlcv_lib import detection_tuning
+
+    cpu = get_config("cpu")
+    cfg = tuning.with_task_defaults(cpu, detection_tuning.TUNE_DEFAULTS)
+    assert cfg.tune.lr == 3e-5 and cpu.tune.lr == 1e-4
