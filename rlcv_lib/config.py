@@ -92,6 +92,14 @@ class Config:
             return sections[name]
         raise AttributeError(f"config has no section {name!r}; sections: {sorted(sections)}")
 
+    def replace(self, **sections: Any) -> Config:
+        """A copy with the named sections replaced, e.g. ``cfg.replace(train=new_train)``."""
+        unknown = set(sections) - set(self.sections)
+        if unknown:
+            raise ConfigError(f"config has no section(s) {sorted(unknown)}")
+        return dataclasses.replace(
+            self, sections=types.MappingProxyType({**self.sections, **sections}))
+
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset,
                 **{k: dataclasses.asdict(v) for k, v in sorted(self.sections.items())}}

@@ -24,7 +24,6 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from rlcv_lib import checkpoint
@@ -66,7 +65,7 @@ def matching_config(cfg: Any) -> Any:
     ignore = BOOKKEEPING_FIELDS if cfg.train.schedule == "constant" else BOOKKEEPING_FIELDS[1:]
     default = type(cfg.train)()
     train = dataclasses.replace(cfg.train, **{f: getattr(default, f) for f in ignore})
-    return dataclasses.replace(cfg, sections=MappingProxyType({**cfg.sections, "train": train}))
+    return cfg.replace(train=train)
 
 
 def shipped_path(task_name: str, preset: str, root: str | Path | None = None) -> Path:

@@ -19,7 +19,6 @@ One call, the same for every task that has a :class:`~rlcv_lib.mle_experiment.Re
 from __future__ import annotations
 
 import dataclasses
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,9 +47,8 @@ def with_task_defaults(cfg: Any, defaults: Mapping[str, Mapping[str, Any]],
         if key in user:
             continue
         section, field = key.split(".", 1)
-        new = dataclasses.replace(getattr(out, section), **{field: value})
-        out = dataclasses.replace(out, sections=types.MappingProxyType(
-            {**out.sections, section: new}))
+        out = out.replace(**{section: dataclasses.replace(getattr(out, section),
+                                                          **{field: value})})
     out.rl.validate()
     return out
 

@@ -77,3 +77,12 @@ def test_hash_changes_with_any_field_and_is_stable():
 def test_describe_lists_every_field():
     text = config.describe(config.get_config("smoke"))
     assert "preset: smoke" in text and "eval_examples = 16" in text
+
+
+def test_replace_swaps_whole_sections_and_names_unknown_ones():
+    cfg = config.get_config("smoke")
+    train = dataclasses.replace(cfg.train, lr=0.5)
+    out = cfg.replace(train=train)
+    assert out.train.lr == 0.5 and cfg.train.lr != 0.5 and out.world == cfg.world
+    with pytest.raises(config.ConfigError, match="trian"):
+        cfg.replace(trian=train)
