@@ -91,3 +91,15 @@ def test_unknown_task_names_the_choices():
         pretrained.recipe_for("segmentation")
     assert pretrained.recipe_for("detection") is RECIPE
     assert pretrained.shipped_path("detection", "cpu").name == "detection-cpu"
+
+
+@pytest.mark.parametrize("task_name", sorted(pretrained.TASK_MODULES))
+def test_the_shipped_cpu_checkpoints_match_the_cpu_preset(task_name):
+    """A change to the cpu preset's MLE sections (or the world) must come with `make pretrain`."""
+    from rlcv_lib.data import scenes
+
+    path = pretrained.shipped_path(task_name, "cpu")
+    manifest = checkpoint.read_manifest(path)
+    checkpoint.check_manifest(manifest, pretrained.matching_config(get_config("cpu")),
+                              scenes.WORLD_VERSION, sections=pretrained.mle_sections(task_name))
+    assert manifest["task"] == task_name and manifest["steps"] > 0
