@@ -106,7 +106,7 @@ val_examples, val_batch = dt.split_set(cfg, "validation", min(256, cfg.run.eval_
                                        cache_dir)
 control = pre.manifest.get("wrong_image_control")
 if control is None:
-    control = dt.wrong_image_control(mle_model, task, val_batch)
+    control = detection_experiment.wrong_image_control(mle_model, task, dict(val_batch))
 control_rows = dt.wrong_image_rows(control)
 ctx.save_table("detection_wrong_image", control_rows)
 for r in control_rows:

@@ -59,9 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlcv_lib import checkpoint, steps, tuning
+from rlcv_lib import checkpoint, mle_experiment, steps, tuning
 from rlcv_lib.captioning_experiment import RECIPE, WORD_CLASSES, wrong_image_control
-from rlcv_lib.data import pipeline, scenes, sources
 from rlcv_lib.data import stats as stats_lib
 from rlcv_lib.history import History
 from rlcv_lib.reinforce import RLConfig
@@ -143,12 +142,7 @@ class Split:
 
 def load_split(cfg: Any, split: str, num_examples: int, cache_dir: str | None = None) -> Split:
     """The first ``min(num_examples, split size)`` scenes of ``split`` (validation or test)."""
-    if num_examples < 1:
-        raise ValueError(f"num_examples={num_examples} must be >= 1")
-    size = min(int(num_examples), scenes.split_size(cfg.world, split))
-    src = sources.open_source("scenes", split, world=cfg.world, cache_dir=cache_dir, size=size)
-    examples = [src[i] for i in range(len(src))]
-    return Split(split, examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects))
+    return Split(split, *mle_experiment.split_set(cfg, split, num_examples, cache_dir))
 
 
 # --------------------------------------------------------------------------------- decoding

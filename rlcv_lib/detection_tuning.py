@@ -57,7 +57,7 @@ import numpy as np
 from flax import nnx
 
 from rlcv_lib import detection_experiment, mle_experiment, optim, sampling, steps
-from rlcv_lib.data import pipeline, scenes, sources
+from rlcv_lib.data import pipeline, sources
 from rlcv_lib.history import History
 from rlcv_lib.reinforce import RLConfig
 from rlcv_lib.rewards import detection as reward_lib
@@ -162,14 +162,8 @@ def predict(model, task: det.DetectionTask, images: np.ndarray, rule: Rule,
 # Data and metrics
 
 
-def split_set(cfg: Any, split: str, num_examples: int, cache_dir: str | None = None
-              ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """The first ``num_examples`` scenes of ``split`` ("validation" for choices, "test" for
-    reported numbers; at most the split's size) as examples and as one collated batch."""
-    src = sources.open_source("scenes", split, world=cfg.world, cache_dir=cache_dir,
-                              size=min(num_examples, scenes.split_size(cfg.world, split)))
-    examples = [src[i] for i in range(len(src))]
-    return examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects)
+split_set = mle_experiment.split_set
+"""The first scenes of a split as examples and one collated batch (capped at the split size)."""
 
 
 def match_counts(prediction: Mapping[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
@@ -393,12 +387,6 @@ def wrong_image_rows(control: Mapping[str, Mapping[str, float]]) -> list[dict[st
     return [{"token kind": k, "NLL true image": control["true"][k],
              "NLL wrong image": control["wrong"][k], "gap": control["gap"][k]}
             for k in control["true"]]
-
-
-def wrong_image_control(model, task: det.DetectionTask, batch: Mapping[str, np.ndarray]):
-    """The MLE wrong-image control (:func:`rlcv_lib.mle_experiment.wrong_image_control`)."""
-    return mle_experiment.wrong_image_control(detection_experiment.RECIPE, model, task,
-                                              dict(batch))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlcv_lib import checkpoint, optim, sampling, steps, train
-from rlcv_lib.data import pipeline, sources
+from rlcv_lib.data import pipeline, scenes, sources
 from rlcv_lib.history import History
 from rlcv_lib.models import build_model
 
@@ -53,14 +53,23 @@ class PretrainResult:
     seconds: float
 
 
-def validation_set(cfg: Any, num_examples: int, cache_dir: str | None = None
-                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
-    """The first ``num_examples`` validation scenes as examples (for the reference metrics) and
-    as one collated batch."""
-    src = sources.open_source("scenes", "validation", world=cfg.world, cache_dir=cache_dir,
-                              size=num_examples)
+def split_set(cfg: Any, split: str, num_examples: int, cache_dir: str | None = None
+              ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The first ``min(num_examples, split size)`` scenes of ``split`` ("validation" for
+    choices, "test" for reported numbers) as examples (for the reference metrics) and as one
+    collated batch."""
+    if num_examples < 1:
+        raise ValueError(f"num_examples={num_examples} must be >= 1")
+    size = min(int(num_examples), scenes.split_size(cfg.world, split))
+    src = sources.open_source("scenes", split, world=cfg.world, cache_dir=cache_dir, size=size)
     examples = [src[i] for i in range(len(src))]
     return examples, pipeline.collate(examples, max_boxes=cfg.world.max_objects)
+
+
+def validation_set(cfg: Any, num_examples: int, cache_dir: str | None = None
+                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """:func:`split_set` of the validation split."""
+    return split_set(cfg, "validation", num_examples, cache_dir)
 
 
 def masked_nll(model, task: Any, images: np.ndarray, tokens: np.ndarray,
