@@ -47,8 +47,10 @@ held constant after ``cfg.tune``'s warm-up.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import jax
@@ -56,7 +58,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rlcv_lib import detection_experiment, mle_experiment, optim, sampling, steps
+from rlcv_lib import (
+    detection_experiment,
+    mle_experiment,
+    optim,
+    pretrained,
+    sampling,
+    steps,
+    tuning,
+)
 from rlcv_lib.data import pipeline, sources
 from rlcv_lib.history import History
 from rlcv_lib.reinforce import RLConfig
@@ -284,8 +294,10 @@ class TuningMonitor:
 
     def __init__(self, task: det.DetectionTask, examples: Sequence[Mapping[str, Any]],
                  batch: Mapping[str, np.ndarray], num_samples: int, seed: int,
-                 select_rule: Rule = TUNED_RULE):
+                 select_rule: Rule = TUNED_RULE,
+                 on_eval: Callable[[dict[str, Any]], None] | None = None):
         self.task, self.examples, self.batch = task, list(examples), batch
+        self.on_eval = on_eval
         self.num_samples, self.select_rule = num_samples, select_rule
         self.key = jax.random.key(seed)
         self.best_step: int | None = None
@@ -310,6 +322,8 @@ class TuningMonitor:
             self.best_state = jax.tree.map(np.array, nnx.state(model))
         self.history.append({"step": int(step), **out})
         self.seconds += time.perf_counter() - t0
+        if self.on_eval is not None:
+            self.on_eval({"step": int(step), **out})
         return out
 
     def restore_best(self, model) -> int:
@@ -417,3 +431,87 @@ def result_row(name: str, metrics: Mapping[str, float], **extra: Any) -> dict[st
     row |= {"predictions/image": metrics["boxes_per_image"],
             "truth/image": metrics["gt_per_image"]}
     return row | dict(extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# The main path without figures: seed spread and sweeps
+
+
+def experiment_config(cfg: Any, overrides: Mapping[str, Any] | None = None) -> Any:
+    """``cfg`` with :data:`TUNE_DEFAULTS` of its preset applied, except the keys the user
+    overrode (``overrides``, dotted names as given to the notebook)."""
+    return tuning.with_task_defaults(cfg, TUNE_DEFAULTS, overrides)
+
+
+def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
+                      cache_dir: str | None = None, progress: bool = False,
+                      on_eval: Callable[[dict[str, Any]], None] | None = None
+                      ) -> dict[str, Any]:
+    """The detection notebook's main path, without figures or the slower controls: the shipped
+    MLE model (``start``: another shipped checkpoint directory), :func:`reset_confidence`,
+    tuning with a :class:`TuningMonitor` (best validation mAP kept), and the test metrics of the
+    MLE model (``MLE_RULE``), the tuned model (``TUNED_RULE``) and the tuned model scored by
+    class likelihood (``TUNED_CLASS_RULE``). Returns ``{"test": {row: metrics}, "curve",
+    "best_step", "tune_seconds", "update_seconds", "mle_steps"}``."""
+    pre = pretrained.load_or_pretrain(detection_experiment.RECIPE, cfg, None, path=start,
+                                      cache_dir=cache_dir, progress=progress)
+    task, model = pre.task, pre.model
+    val_examples, val_batch = split_set(cfg, "validation", min(256, cfg.run.eval_examples),
+                                        cache_dir)
+    test_examples, test_batch = split_set(cfg, "test", cfg.run.eval_examples, cache_dir)
+    test = {"MLE": evaluate(model, task, test_examples, test_batch, MLE_RULE)[0]}
+    reset_confidence(model, margin=1.0)
+    monitor = TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num_samples,
+                            seed=cfg.run.seed + 7, on_eval=on_eval)
+    run = tuning.tune(detection_experiment.RECIPE, cfg, model, task, None, eval_fn=monitor,
+                      cache_dir=cache_dir, progress=progress)
+    best_step = monitor.restore_best(model)
+    test["tuned"] = evaluate(model, task, test_examples, test_batch, TUNED_RULE)[0]
+    test["tuned, class score"] = evaluate(model, task, test_examples, test_batch,
+                                          TUNED_CLASS_RULE)[0]
+    return {"test": test, "curve": monitor.history.records(), "best_step": best_step,
+            "tune_seconds": run.seconds, "update_seconds": update_seconds(run.history),
+            "mle_steps": pre.manifest.get("steps")}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m rlcv_lib.detection_tuning PRESET WORKDIR SEED [SEED ...] [start=DIR]
+    [key=value ...]``: :func:`tune_and_evaluate` for each seed (scenes cached in
+    ``WORKDIR/scenes_cache`` unless ``cache=DIR``); prints each validation evaluation and each
+    seed's test rows as JSON lines, and writes ``WORKDIR/seed<N>.json``."""
+    import sys
+
+    from rlcv_lib.config import get_config
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    kv = dict(a.split("=", 1) for a in args if "=" in a)
+    pos = [a for a in args if "=" not in a]
+    if len(pos) < 3:
+        raise SystemExit("usage: python -m rlcv_lib.detection_tuning PRESET WORKDIR SEED "
+                         "[SEED ...] [start=DIR] [cache=DIR] [section.field=value ...]")
+    preset, workdir, *seeds = pos
+    start, cache = kv.pop("start", None), kv.pop("cache", None)
+    root = Path(workdir)
+    root.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache or str(root / "scenes_cache")
+    t0 = time.perf_counter()
+    for seed in seeds:
+        cfg = experiment_config(get_config(preset, {**kv, "run.seed": int(seed)}), kv)
+
+        def show(record: dict[str, Any], seed: str = seed) -> None:
+            print(json.dumps({"seed": int(seed), "wall_s": round(time.perf_counter() - t0, 1),
+                              "eval": record}, default=float), flush=True)
+
+        out = tune_and_evaluate(cfg, start=start, cache_dir=cache_dir, on_eval=show)
+        out |= {"seed": int(seed), "overrides": kv, "start": start}
+        (root / f"seed{seed}.json").write_text(json.dumps(out, indent=1, default=float))
+        for row, metrics in out["test"].items():
+            print(json.dumps({"seed": int(seed), "row": row, "best_step": out["best_step"],
+                              **{k: round(100 * metrics[k], 2) for k in
+                                 ("mAP", "AP50", "AP75", "AR@100", "recall50_gt")},
+                              "boxes_per_image": round(metrics["boxes_per_image"], 3)}),
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()

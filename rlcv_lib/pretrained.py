@@ -29,7 +29,14 @@ from typing import Any
 from rlcv_lib import checkpoint
 from rlcv_lib.data import scenes
 from rlcv_lib.history import History
-from rlcv_lib.mle_experiment import Recipe, pretrain, validation_set, wrong_image_control
+from rlcv_lib.mle_experiment import (
+    PretrainResult,
+    Recipe,
+    pretrain,
+    restore_model,
+    validation_set,
+    wrong_image_control,
+)
 from rlcv_lib.models import build_model
 
 ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -127,6 +134,24 @@ def final_eval(recipe: Recipe, cfg: Any, run: Any, cache_dir: str | None = None,
                         "time": max(r.get("time", 0.0) for r in records), **metrics})
 
 
+def run_at_step(recipe: Recipe, cfg: Any, workdir: str | Path, step: int,
+                cache_dir: str | None = None, eval_examples: int = 256) -> PretrainResult:
+    """The pretraining run in ``workdir`` as it stood at its checkpoint ``step``: that model and
+    the history up to it (one record per kind and step, the latest written), so an earlier
+    checkpoint of a longer run can be shipped."""
+    model, task, step = restore_model(recipe, cfg, workdir, step=step, cache_dir=cache_dir)
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    for rec in (json.loads(line) for line in open(Path(workdir) / "history.jsonl")):
+        if rec["step"] <= step:
+            kept[(rec.get("kind", ""), rec["step"])] = rec
+    history = History()
+    for rec in sorted(kept.values(), key=lambda r: (r["step"], r.get("kind", ""))):
+        history.append(rec)
+    _, val_batch = validation_set(cfg, eval_examples, cache_dir)
+    return PretrainResult(model=model, task=task, history=history, val_batch=val_batch,
+                          seconds=0.0)
+
+
 def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
                      path: str | Path | None = None, cache_dir: str | None = None,
                      progress: bool = True, **pretrain_kwargs: Any) -> Pretrained:
@@ -155,9 +180,11 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m rlcv_lib.pretrained TASK PRESET [section.field=value ...] [train_size=N]``:
-    MLE pretraining in ``runs/pretrain/TASK-PRESET`` (resumable), the wrong-image control, and
-    the shipped checkpoint ``checkpoints/TASK-PRESET``."""
+    """``python -m rlcv_lib.pretrained TASK PRESET [section.field=value ...] [train_size=N]
+    [at=STEP] [out=DIR]``: MLE pretraining in ``runs/pretrain/TASK-PRESET`` (resumable), the
+    wrong-image control, and the shipped checkpoint ``checkpoints/TASK-PRESET`` (or ``out``).
+    ``at=STEP`` trains nothing: it ships that step's checkpoint of the run
+    (:func:`run_at_step`)."""
     from rlcv_lib.config import get_config
 
     args = sys.argv[1:] if argv is None else argv
@@ -167,14 +194,18 @@ def main(argv: list[str] | None = None) -> None:
     recipe = recipe_for(task_name)
     overrides = dict(a.split("=", 1) for a in kv)
     train_size = overrides.pop("train_size", None)
+    at, out = overrides.pop("at", None), overrides.pop("out", None)
     cfg = get_config(preset, overrides=overrides)
     workdir = Path("runs/pretrain") / f"{task_name}-{preset}"
     cache_dir = str(Path("runs/pretrain/scenes_cache"))
-    run = pretrain(recipe, cfg, workdir, cache_dir=cache_dir,
-                   train_size=None if train_size is None else int(train_size))
+    if at is None:
+        run = pretrain(recipe, cfg, workdir, cache_dir=cache_dir,
+                       train_size=None if train_size is None else int(train_size))
+    else:
+        run = run_at_step(recipe, cfg, workdir, int(at), cache_dir)
     final_eval(recipe, cfg, run, cache_dir)
     control = wrong_image_control(recipe, run.model, run.task, run.val_batch)
-    out = shipped_path(task_name, preset)
+    out = shipped_path(task_name, preset) if out is None else Path(out)
     if out.exists():
         shutil.rmtree(out)
     ship(recipe, cfg, run, out, control)
