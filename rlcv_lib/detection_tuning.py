@@ -267,8 +267,8 @@ def reset_confidence(model, margin: float = 0.0) -> None:
     loss starts at ln 2 per box."""
     head = model.decoder.head
     idx = jnp.array([det.CONF_LOW, det.CONF_HIGH])
-    head.kernel.value = head.kernel.value.at[:, idx].set(0.0)
-    head.bias.value = head.bias.value.at[idx].set(jnp.array([0.0, margin]))
+    head.kernel[...] = head.kernel[...].at[:, idx].set(0.0)
+    head.bias[...] = head.bias[...].at[idx].set(jnp.array([0.0, margin]))
 
 
 def validation_reward(model, task: det.DetectionTask, batch: Mapping[str, np.ndarray],

@@ -2,6 +2,7 @@
 (smoke preset, untrained tiny models: these test plumbing and definitions, not results)."""
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -301,3 +302,16 @@ def test_rule_validation():
         dt.Rule("x", decode="beam")
     with pytest.raises(ValueError, match="top_p"):
         dt.Rule("x", top_p=0.0)
+
+
+def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys):
+    dt.main(["smoke", str(tmp_path), "3", "tune.num_steps=2", "tune.eval_every=1"])
+    out = json.loads((tmp_path / "seed3.json").read_text())
+    assert set(out["test"]) == {"MLE", "tuned", "tuned, class score"}
+    assert [r["step"] for r in out["curve"]] == [0, 1, 2]
+    assert out["best_step"] in (0, 1, 2) and out["seed"] == 3
+    assert out["overrides"] == {"tune.num_steps": "2", "tune.eval_every": "1"}
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+    assert [r["eval"]["step"] for r in lines if "eval" in r] == [0, 1, 2]
+    assert [r["row"] for r in lines if "row" in r] == list(out["test"])

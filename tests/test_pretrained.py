@@ -86,6 +86,23 @@ def test_from_scratch_ignores_the_shipped_model(shipped, tmp_path):
     assert pre.source == "trained"
 
 
+def test_an_earlier_checkpoint_of_a_longer_run_ships_as_it_stood(tmp_path):
+    cfg2 = _cfg(**{"train.schedule": "constant", "train.log_every": 1})
+    cfg4 = _cfg(**{"train.schedule": "constant", "train.log_every": 1, "train.num_steps": 4})
+    workdir = tmp_path / "mle"
+    short = pretrained.pretrain(RECIPE, cfg2, workdir, eval_examples=8, progress=False)
+    short_history = short.history.records()
+    pretrained.pretrain(RECIPE, cfg4, workdir, eval_examples=8, progress=False)  # resumes to 4
+    run = pretrained.run_at_step(RECIPE, cfg4, workdir, 2, eval_examples=8)
+    assert max(r["step"] for r in run.history.records()) == 2
+    assert run.history.records() == sorted(short_history, key=lambda r: (r["step"], r["kind"]))
+    for a, b in zip(nnx.state(run.model, nnx.Param).flat_state(),
+                    nnx.state(short.model, nnx.Param).flat_state(), strict=True):
+        np.testing.assert_array_equal(np.asarray(a[1].value), np.asarray(b[1].value))
+    path = pretrained.ship(RECIPE, cfg4, run, tmp_path / "at2")
+    assert checkpoint.read_manifest(path)["steps"] == 2
+
+
 def test_unknown_task_names_the_choices():
     with pytest.raises(ValueError, match="captioning"):
         pretrained.recipe_for("segmentation")
