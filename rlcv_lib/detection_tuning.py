@@ -443,7 +443,17 @@ def experiment_config(cfg: Any, overrides: Mapping[str, Any] | None = None) -> A
     return tuning.with_task_defaults(cfg, TUNE_DEFAULTS, overrides)
 
 
+def confidence_lr(mult: float) -> Any:
+    """The update transformation that gives the confidence readout (the head's columns of the
+    tokens 1 and 2, re-initialised by :func:`reset_confidence`) ``mult`` times the learning
+    rate; None for 1."""
+    if mult == 1:
+        return None
+    return optim.scale_output_columns((det.CONF_LOW, det.CONF_HIGH), float(mult))
+
+
 def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
+                      conf_lr_mult: float = 1.0,
                       cache_dir: str | None = None, progress: bool = False,
                       on_eval: Callable[[dict[str, Any]], None] | None = None
                       ) -> dict[str, Any]:
@@ -464,7 +474,7 @@ def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
     monitor = TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num_samples,
                             seed=cfg.run.seed + 7, on_eval=on_eval)
     run = tuning.tune(detection_experiment.RECIPE, cfg, model, task, None, eval_fn=monitor,
-                      cache_dir=cache_dir, progress=progress)
+                      cache_dir=cache_dir, progress=progress, then=confidence_lr(conf_lr_mult))
     best_step = monitor.restore_best(model)
     test["tuned"] = evaluate(model, task, test_examples, test_batch, TUNED_RULE)[0]
     test["tuned, class score"] = evaluate(model, task, test_examples, test_batch,
@@ -476,7 +486,7 @@ def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m rlcv_lib.detection_tuning PRESET WORKDIR SEED [SEED ...] [start=DIR]
-    [key=value ...]``: :func:`tune_and_evaluate` for each seed (scenes cached in
+    [conf_lr_mult=X] [key=value ...]``: :func:`tune_and_evaluate` for each seed (scenes cached in
     ``WORKDIR/scenes_cache`` unless ``cache=DIR``); prints each validation evaluation and each
     seed's test rows as JSON lines, and writes ``WORKDIR/seed<N>.json``."""
     import sys
@@ -488,9 +498,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     pos = [a for a in args if "=" not in a]
     if len(pos) < 3:
         raise SystemExit("usage: python -m rlcv_lib.detection_tuning PRESET WORKDIR SEED "
-                         "[SEED ...] [start=DIR] [cache=DIR] [section.field=value ...]")
+                         "[SEED ...] [start=DIR] [cache=DIR] [conf_lr_mult=X] "
+                         "[section.field=value ...]")
     preset, workdir, *seeds = pos
     start, cache = kv.pop("start", None), kv.pop("cache", None)
+    conf_lr_mult = float(kv.pop("conf_lr_mult", 1.0))
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     cache_dir = cache or str(root / "scenes_cache")
@@ -502,8 +514,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(json.dumps({"seed": int(seed), "wall_s": round(time.perf_counter() - t0, 1),
                               "eval": record}, default=float), flush=True)
 
-        out = tune_and_evaluate(cfg, start=start, cache_dir=cache_dir, on_eval=show)
-        out |= {"seed": int(seed), "overrides": kv, "start": start}
+        out = tune_and_evaluate(cfg, start=start, conf_lr_mult=conf_lr_mult,
+                                cache_dir=cache_dir, on_eval=show)
+        out |= {"seed": int(seed), "overrides": kv, "start": start, "conf_lr_mult": conf_lr_mult}
         (root / f"seed{seed}.json").write_text(json.dumps(out, indent=1, default=float))
         for row, metrics in out["test"].items():
             print(json.dumps({"seed": int(seed), "row": row, "best_step": out["best_step"],

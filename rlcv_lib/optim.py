@@ -125,9 +125,44 @@ def make_tx(cfg: TrainConfig) -> optax.GradientTransformation:
     return tx
 
 
-def make_optimizer(model: nnx.Module, cfg: TrainConfig, wrt: Any = nnx.Param) -> nnx.Optimizer:
+@functools.cache
+def scale_output_columns(columns: tuple[int, ...], factor: float
+                         ) -> optax.GradientTransformation:
+    """Multiplies the updates of the decoder's output head at token ``columns`` (those columns
+    of ``decoder.head.kernel`` and entries of ``decoder.head.bias``) by ``factor``: a
+    learning-rate multiplier for the readout of a few tokens, e.g. a re-initialised one. Chain
+    it after :func:`make_tx` (it scales final updates). Cached like :func:`make_tx`."""
+    if factor <= 0:
+        raise ValueError(f"factor must be > 0, got {factor}")
+    idx = jnp.asarray(columns, jnp.int32)
+
+    def scale(path, u):
+        names = tuple(str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey))
+        if names[-3:] == ("decoder", "head", "kernel"):
+            return u.at[..., idx].multiply(factor)
+        if names[-3:] == ("decoder", "head", "bias"):
+            return u.at[idx].multiply(factor)
+        return u
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(scale, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+@functools.cache
+def _chain(*txs: optax.GradientTransformation) -> optax.GradientTransformation:
+    return optax.chain(*txs)
+
+
+def make_optimizer(model: nnx.Module, cfg: TrainConfig, wrt: Any = nnx.Param,
+                   then: optax.GradientTransformation | None = None) -> nnx.Optimizer:
     """An ``nnx.Optimizer`` over ``model``'s ``wrt`` variables (default: all ``nnx.Param``).
 
     Pass a narrower filter to freeze the rest (e.g. a frozen VQ-VAE inside the model).
+    ``then``: a (cached) transformation applied to the final updates, e.g.
+    :func:`scale_output_columns`.
     """
-    return nnx.Optimizer(model, make_tx(cfg), wrt=wrt)
+    tx = make_tx(cfg) if then is None else _chain(make_tx(cfg), then)
+    return nnx.Optimizer(model, tx, wrt=wrt)

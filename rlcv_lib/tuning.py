@@ -23,6 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import optax
+
 from rlcv_lib import optim, steps, train
 from rlcv_lib.data import pipeline, sources
 from rlcv_lib.history import History
@@ -64,17 +66,20 @@ class TuneResult:
 
 def tune(recipe: Recipe, cfg: Any, model: Any, task: Any, workdir: str | Path | None, *,
          eval_fn=None, train_size: int | None = None, cache_dir: str | None = None,
-         progress: bool = True, desc: str | None = None) -> TuneResult:
+         progress: bool = True, desc: str | None = None,
+         then: optax.GradientTransformation | None = None) -> TuneResult:
     """REINFORCE of ``model`` (updated in place) on ``task``'s reward with ``cfg.rl`` and
     ``cfg.tune``; resumes from ``workdir``'s checkpoints. ``train_size``: stream over only the
-    first that many training scenes (None: the whole split)."""
+    first that many training scenes (None: the whole split). ``then``: a transformation of the
+    final updates (:func:`rlcv_lib.optim.make_optimizer`)."""
     tcfg = cfg.tune
     seed = cfg.run.seed + TUNE_SEED_OFFSET
     src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,
                               size=train_size)
     loader = pipeline.Loader(src, tcfg.micro_batch_size, seed=seed,
                              max_boxes=cfg.world.max_objects)
-    result = train.fit(model, optim.make_optimizer(model, tcfg), steps.make_rl_step(task, cfg.rl),
+    result = train.fit(model, optim.make_optimizer(model, tcfg, then=then),
+                       steps.make_rl_step(task, cfg.rl),
                        recipe.make_batch_fn(task, loader, seed), seed=seed, workdir=workdir,
                        eval_fn=eval_fn, eval_at_start=eval_fn is not None, progress=progress,
                        desc=desc or f"{recipe.name} REINFORCE ({cfg.rl.baseline})",

@@ -158,3 +158,19 @@ def test_equal_configs_share_one_compiled_step():
         model = Linear()
         step(model, optim.make_optimizer(model, dataclasses.replace(BASE)), x)
     assert len(traces) == 1
+
+
+def test_scale_output_columns_scales_only_the_heads_columns():
+    tx = optim.scale_output_columns((1, 3), 10.0)
+    assert optim.scale_output_columns((1, 3), 10.0) is tx  # cached: jitted steps compile once
+    updates = {"decoder": {"head": {"kernel": jnp.ones((2, 5)), "bias": jnp.ones(5)},
+                           "mlp": {"kernel": jnp.ones((2, 5))}},
+               "encoder": {"head": {"kernel": jnp.ones((2, 5))}}}
+    out, _ = tx.update(updates, tx.init(updates))
+    want = np.array([1, 10, 1, 10, 1], np.float32)
+    np.testing.assert_array_equal(out["decoder"]["head"]["kernel"], np.tile(want, (2, 1)))
+    np.testing.assert_array_equal(out["decoder"]["head"]["bias"], want)
+    np.testing.assert_array_equal(out["decoder"]["mlp"]["kernel"], np.ones((2, 5)))
+    np.testing.assert_array_equal(out["encoder"]["head"]["kernel"], np.ones((2, 5)))
+    with pytest.raises(ValueError, match="factor"):
+        optim.scale_output_columns((1,), 0.0)
