@@ -56,7 +56,7 @@ from flax import nnx
 from rlcv_lib import detection_experiment, pretrained, tuning
 from rlcv_lib import detection_tuning as dt
 
-cfg = tuning.with_task_defaults(ctx.config, dt.TUNE_DEFAULTS, overrides)  # detection's tune lr
+cfg = tuning.with_task_defaults(ctx.config, dt.TUNE_DEFAULTS, overrides)  # detection's tuning
 print(cfg.detection, cfg.rl, cfg.tune, sep="\n")
 
 cache_dir = str(ctx.workdir / "scenes_cache")
@@ -142,7 +142,10 @@ print({k: round(v, 4) for k, v in mle_metrics.items()})
 # (the output weights of tokens 1 and 2, used only at confidence positions) is reset to a
 # neutral start, p("high") = sigmoid(1) ≈ 0.73 for every box, before tuning: greedy decoding
 # still writes "high" as the MLE model always saw, and the confidence loss has to learn the
-# scores from the reward's IoUs.
+# scores from the reward's IoUs. Starting from zero, that readout learns at
+# `dt.CONF_LR_MULT` (10) times the learning rate: Adafactor moves each weight by about the
+# learning rate per update, too slowly for a readout that must be learnt from scratch within
+# this run's updates.
 
 # %%
 dt.reset_confidence(pre.model, margin=1.0)
@@ -150,7 +153,8 @@ monitor = dt.TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num
                            seed=ctx.seed + 7)
 t0 = time.time()
 run = tuning.tune(detection_experiment.RECIPE, cfg, pre.model, task, None, eval_fn=monitor,
-                  cache_dir=cache_dir, progress=cfg.run.progress)
+                  cache_dir=cache_dir, progress=cfg.run.progress,
+                  then=dt.confidence_lr(dt.CONF_LR_MULT))
 timings["tune"] = time.time() - t0
 tune_train_seconds = dt.update_seconds(run.history)  # updates only: no evaluation, no compile
 best_step = monitor.restore_best(pre.model)

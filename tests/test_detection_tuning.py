@@ -5,6 +5,7 @@ import dataclasses
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -315,3 +316,16 @@ def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys):
              if line.startswith("{")]
     assert [r["eval"]["step"] for r in lines if "eval" in r] == [0, 1, 2]
     assert [r["row"] for r in lines if "row" in r] == list(out["test"])
+
+
+def test_confidence_lr_scales_only_the_confidence_readout(model):
+    assert dt.confidence_lr(1.0) is None
+    tx = dt.confidence_lr(10.0)
+    grads = jax.tree.map(jnp.ones_like, nnx.state(model, nnx.Param))
+    out, _ = tx.update(grads, tx.init(grads))
+    kernel = np.asarray(out["decoder"]["head"]["kernel"][...])
+    scaled = np.zeros(kernel.shape[-1], bool)
+    scaled[[det.CONF_LOW, det.CONF_HIGH]] = True
+    assert (kernel[:, scaled] == 10).all() and (kernel[:, ~scaled] == 1).all()
+    rest = [np.asarray(v[...]) for p, v in nnx.to_flat_state(out) if "head" not in p]
+    assert all((r == 1).all() for r in rest)

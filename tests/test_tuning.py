@@ -59,9 +59,10 @@ def test_task_defaults_apply_per_preset_unless_the_user_overrode_them():
         tuning.with_task_defaults(_cfg(), {"smoke": {"rl.num_samples": 1}})
 
 
-def test_detection_tunes_at_its_own_cpu_learning_rate():
+def test_detection_tunes_for_its_own_cpu_length():
     from rlcv_lib import detection_tuning
 
     cpu = get_config("cpu")
     cfg = tuning.with_task_defaults(cpu, detection_tuning.TUNE_DEFAULTS)
-    assert cfg.tune.lr == 3e-5 and cpu.tune.lr == 1e-4
+    assert cfg.tune.num_steps == 1500 and cpu.tune.num_steps == 400
+    assert cfg.tune.lr == cpu.tune.lr == 1e-4
