@@ -199,6 +199,21 @@ def test_metrics_keys_and_ranges(model, task, data):
     assert row["mAP"] == pytest.approx(100.0) and row["seconds"] == 1.0
 
 
+def test_oracle_classes_take_the_most_overlapped_true_class():
+    ex = {"boxes": np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32),
+          "labels": np.array([0, 2])}
+    pred = _pred([[0.0, 0.0, 0.4, 0.5], [0.45, 0.45, 1.0, 1.0], [0.0, 0.6, 0.3, 0.9]],
+                 [1, 1, 1], [0.9, 0.8, 0.7])
+    (out,) = dt.with_oracle_classes([pred], [ex])
+    np.testing.assert_array_equal(out["labels"], [0, 2, 1])  # the third overlaps nothing
+    np.testing.assert_array_equal(out["boxes"], pred["boxes"])
+    np.testing.assert_array_equal(out["scores"], pred["scores"])
+    assert dt.match_counts(out, ex["boxes"], ex["labels"]) == 2
+    assert dt.match_counts(pred, ex["boxes"], ex["labels"]) == 0
+    empty = _pred(np.zeros((0, 4)), [], [])
+    assert len(dt.with_oracle_classes([empty], [ex])[0]["labels"]) == 0
+
+
 # --- the tuning monitor and the MLE-as-long control ---------------------------------------------
 
 def test_monitor_outputs_and_keeps_the_best_state(cfg, task):
