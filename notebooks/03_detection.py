@@ -128,7 +128,7 @@ print({k: round(v, 4) for k, v in mle_metrics.items()})
 
 # %% [markdown]
 # ## 3. Reward tuning
-# REINFORCE with N samples per image and a leave-one-out baseline (`rlcv_lib.tuning.tune`); the
+# REINFORCE with N samples per image and a leave-one-out baseline (`dt.tune_from_mle`); the
 # reward is the released detection reward plus the confidence loss. Every few updates the
 # monitor measures, on fixed validation scenes, the *validation reward* (mean reward of N
 # samples, fixed key: what REINFORCE maximises) and the validation mAP of greedy decoding scored
@@ -148,13 +148,9 @@ print({k: round(v, 4) for k, v in mle_metrics.items()})
 # this run's updates.
 
 # %%
-dt.reset_confidence(pre.model, margin=1.0)
-monitor = dt.TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num_samples,
-                           seed=ctx.seed + 7)
 t0 = time.time()
-run = tuning.tune(detection_experiment.RECIPE, cfg, pre.model, task, None, eval_fn=monitor,
-                  cache_dir=cache_dir, progress=cfg.run.progress,
-                  then=dt.confidence_lr(dt.CONF_LR_MULT))
+run, monitor = dt.tune_from_mle(cfg, pre.model, task, val_examples, val_batch,
+                                cache_dir=cache_dir, progress=cfg.run.progress)
 timings["tune"] = time.time() - t0
 tune_train_seconds = dt.update_seconds(run.history)  # updates only: no evaluation, no compile
 best_step = monitor.restore_best(pre.model)

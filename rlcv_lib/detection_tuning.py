@@ -473,15 +473,33 @@ def confidence_lr(mult: float) -> Any:
     return optim.scale_output_columns((det.CONF_LOW, det.CONF_HIGH), float(mult))
 
 
+def tune_from_mle(cfg: Any, model, task: det.DetectionTask,
+                  val_examples: Sequence[Mapping[str, Any]], val_batch: Mapping[str, np.ndarray],
+                  *, conf_lr_mult: float = CONF_LR_MULT, cache_dir: str | None = None,
+                  progress: bool = True,
+                  on_eval: Callable[[dict[str, Any]], None] | None = None
+                  ) -> tuple[tuning.TuneResult, TuningMonitor]:
+    """Detection's tuning recipe, shared by the notebook and :func:`tune_and_evaluate`: the
+    neutral confidence readout (:func:`reset_confidence`, margin 1), REINFORCE with that readout
+    at ``conf_lr_mult`` × lr, and a :class:`TuningMonitor` on the validation scenes (key
+    ``run.seed + 7``). ``model`` is tuned in place; the caller restores the chosen state with
+    ``monitor.restore_best(model)``."""
+    reset_confidence(model, margin=1.0)
+    monitor = TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num_samples,
+                            seed=cfg.run.seed + 7, on_eval=on_eval)
+    run = tuning.tune(detection_experiment.RECIPE, cfg, model, task, None, eval_fn=monitor,
+                      cache_dir=cache_dir, progress=progress, then=confidence_lr(conf_lr_mult))
+    return run, monitor
+
+
 def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
                       conf_lr_mult: float = CONF_LR_MULT,
                       cache_dir: str | None = None, progress: bool = False,
                       on_eval: Callable[[dict[str, Any]], None] | None = None
                       ) -> dict[str, Any]:
     """The detection notebook's main path, without figures or the slower controls: the shipped
-    MLE model (``start``: another shipped checkpoint directory), :func:`reset_confidence`,
-    tuning (the confidence readout at ``conf_lr_mult`` × lr) with a :class:`TuningMonitor`
-    (best validation mAP kept), and the test metrics of the
+    MLE model (``start``: another shipped checkpoint directory), :func:`tune_from_mle` (best
+    validation mAP kept), and the test metrics of the
     MLE model (``MLE_RULE``), the tuned model (``TUNED_RULE``) and the tuned model scored by
     class likelihood (``TUNED_CLASS_RULE``). Returns ``{"test": {row: metrics}, "curve",
     "best_step", "tune_seconds", "update_seconds", "mle_steps"}``."""
@@ -492,11 +510,9 @@ def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
                                         cache_dir)
     test_examples, test_batch = split_set(cfg, "test", cfg.run.eval_examples, cache_dir)
     test = {"MLE": evaluate(model, task, test_examples, test_batch, MLE_RULE)[0]}
-    reset_confidence(model, margin=1.0)
-    monitor = TuningMonitor(task, val_examples, val_batch, num_samples=cfg.rl.num_samples,
-                            seed=cfg.run.seed + 7, on_eval=on_eval)
-    run = tuning.tune(detection_experiment.RECIPE, cfg, model, task, None, eval_fn=monitor,
-                      cache_dir=cache_dir, progress=progress, then=confidence_lr(conf_lr_mult))
+    run, monitor = tune_from_mle(cfg, model, task, val_examples, val_batch,
+                                 conf_lr_mult=conf_lr_mult, cache_dir=cache_dir,
+                                 progress=progress, on_eval=on_eval)
     best_step = monitor.restore_best(model)
     test["tuned"] = evaluate(model, task, test_examples, test_batch, TUNED_RULE)[0]
     test["tuned, class score"] = evaluate(model, task, test_examples, test_batch,
