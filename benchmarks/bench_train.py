@@ -11,9 +11,14 @@ growth per doubling. With ``--plot`` (or when saving) a stacked-bar figure is wr
 ``benchmarks/train_breakdown.png`` (a negative "other" is drawn as 0).
 
 **Trainer overhead** (suite ``train``): the same MLE / RL steps run by a bare Python loop and by
-``train.fit``.
+``train.fit``, and the per-call cost of ``nnx.jit``'s graph traversal (a jitted no-op taking the
+model and optimizer) against ``jax.jit`` over their split state.
 
-``fit`` adds per step a ``batch_fn`` call, an rng ``fold_in`` and bookkeeping, and at log
+The bare loop calls the step in place (``nnx.jit``); ``fit`` runs the step's functional form
+(both core steps have one), so a ratio below 1 is the traversal it saves. Where the device is
+busier than the host (the MLE step on a CPU) asynchronous dispatch already hides the traversal;
+where a step syncs with the host (the RL step's reward) or the device is fast (a GPU), it does
+not. ``fit`` adds per step a ``batch_fn`` call, an rng ``fold_in`` and bookkeeping, and at log
 intervals one device fetch; with a workdir it also writes checkpoints (asynchronously) and a
 history file. This script times the *same* steps of the same model on the same batches both
 ways, interleaved, after compiling outside the timed region, and reports examples/s and the
@@ -24,6 +29,7 @@ training) and one restore. The RL step's own split into sampling / reward / upda
 
     python benchmarks/bench_train.py [--model cpu] [--batch 32] [--steps 20] [--no-save]
     python benchmarks/bench_train.py --quick --no-save    # smoke model, tiny grid
+    python benchmarks/bench_train.py --suite train        # the trainer overhead only
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from bench_sampler import detection_bench, record_rl, time_mle, time_rl
 from record import Suite
@@ -58,6 +65,27 @@ def bare_loop(step_fn, model, opt, batches, seed=0):
 def fit_loop(step_fn, model, opt, batches, workdir=None, ckpt_every=0):
     train.fit(model, opt, step_fn, lambda i: batches[i], num_steps=len(batches), log_every=10,
               workdir=workdir, ckpt_every=ckpt_every, progress=False)
+
+
+def call_overhead(model, opt, repeats: int = 50) -> dict[str, float]:
+    """Milliseconds per call of a jitted no-op that takes the model and optimizer: through
+    ``nnx.jit`` (graph traversal of both objects on every call) and through ``jax.jit`` over
+    their split state (what ``fit`` runs when a step has a functional form)."""
+    from flax import nnx
+
+    noop = nnx.jit(lambda m, o: jnp.zeros(()))
+    noop_state = jax.jit(lambda state: jnp.zeros(()))
+    state = nnx.state((model, opt))
+    out = {}
+    for name, call in (("nnx.jit", lambda: noop(model, opt)),
+                       ("jax.jit over the state", lambda: noop_state(state))):
+        call().block_until_ready()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            r = call()
+        r.block_until_ready()
+        out[name] = 1e3 * (time.perf_counter() - t0) / repeats
+    return out
 
 
 def timed(fn) -> float:
@@ -137,13 +165,20 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smoke model, tiny grid, few steps")
     ap.add_argument("--plot", action="store_true", help="write the figure even with --no-save")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--suite", default="all", choices=("all", "breakdown", "train"))
     args = ap.parse_args()
     if args.quick:
         args.model, args.batch, args.rl_batch, args.steps, args.repeats = "smoke", 4, 2, 3, 1
-    suite, results = breakdown(args)
-    suite.finish(save=not args.no_save)
-    if args.plot or not args.no_save:
-        plot(results, HERE / "train_breakdown.png")
+    if args.suite in ("all", "breakdown"):
+        suite, results = breakdown(args)
+        suite.finish(save=not args.no_save)
+        if args.plot or not args.no_save:
+            plot(results, HERE / "train_breakdown.png")
+    if args.suite in ("all", "train"):
+        trainer_overhead(args)
+
+
+def trainer_overhead(args) -> None:
 
     mcfg = MODEL_PRESETS[args.model]
     task = SortTask(max_numbers=8, image_size=mcfg.image_size)
@@ -154,6 +189,12 @@ def main() -> None:
     suite = Suite("train", f"Trainer overhead: fit vs a bare loop over the same steps "
                            f"({args.model} model, toy task L={task.max_len})")
 
+    calls = call_overhead(model, opt)
+    suite.add("no-op call taking model + optimizer, nnx.jit", calls["nnx.jit"], "ms",
+              note="graph traversal of both objects per call; the in-place step pays it")
+    suite.add("no-op call over their split state, jax.jit", calls["jax.jit over the state"],
+              "ms", reference="nnx.jit", ratio=calls["jax.jit over the state"] / calls["nnx.jit"],
+              note="what fit's functional path pays per step instead")
     for name, step_fn, bsz, unit in (
             ("MLE", steps.make_mle_step(task), args.batch, "examples/s"),
             ("RL", steps.make_rl_step(task, rl_cfg), args.rl_batch, "images/s")):

@@ -181,10 +181,10 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m rlcv_lib.pretrained TASK PRESET [section.field=value ...] [train_size=N]
-    [at=STEP] [out=DIR]``: MLE pretraining in ``runs/pretrain/TASK-PRESET`` (resumable), the
-    wrong-image control, and the shipped checkpoint ``checkpoints/TASK-PRESET`` (or ``out``).
-    ``at=STEP`` trains nothing: it ships that step's checkpoint of the run
-    (:func:`run_at_step`)."""
+    [at=STEP] [out=DIR] [workdir=DIR]``: MLE pretraining in ``runs/pretrain/TASK-PRESET`` (or
+    ``workdir``; resumable), the wrong-image control, and the shipped checkpoint
+    ``checkpoints/TASK-PRESET`` (or ``out``). ``at=STEP`` trains nothing: it ships that step's
+    checkpoint of the run (:func:`run_at_step`)."""
     from rlcv_lib.config import get_config
 
     args = sys.argv[1:] if argv is None else argv
@@ -195,8 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = dict(a.split("=", 1) for a in kv)
     train_size = overrides.pop("train_size", None)
     at, out = overrides.pop("at", None), overrides.pop("out", None)
+    workdir = Path(overrides.pop("workdir", Path("runs/pretrain") / f"{task_name}-{preset}"))
     cfg = get_config(preset, overrides=overrides)
-    workdir = Path("runs/pretrain") / f"{task_name}-{preset}"
     cache_dir = str(Path("runs/pretrain/scenes_cache"))
     if at is None:
         run = pretrain(recipe, cfg, workdir, cache_dir=cache_dir,

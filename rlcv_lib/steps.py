@@ -20,7 +20,10 @@ Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this):
   for MLE (``task.tokenize`` of each example); any other keys are passed to ``task.reward``.
 * ``rng``: a ``jax.random.key``; the RL step samples with it (the MLE step has no dropout and
   ignores it). Data order and rng are the caller's: pure functions of (seed, step).
-* Both steps update ``model`` and ``optimizer`` in place (``nnx.jit`` inside). The RL step runs
+* Both steps update ``model`` and ``optimizer`` in place (``nnx.jit`` inside). Both also have
+  ``step.functional(model, optimizer) -> fn(state, batch, rng) -> (state, metrics)``, the
+  same update over ``nnx.state((model, optimizer))`` without ``nnx.jit``'s per-call graph
+  traversal; ``train.fit`` uses it when a step has it. The RL step runs
   the jitted sampler, then the task's reward on the host (NumPy), then the jitted update: the
   metrics it returns are already on the host side of that sync.
 * Metrics are jax scalars (no host sync in the MLE step); a NaN/inf ``loss`` is the trainer's
@@ -43,6 +46,8 @@ update 0.81 s).
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -73,6 +78,30 @@ def _batch_arrays(batch: dict, *keys: str) -> list[jax.Array]:
     return [jnp.asarray(batch[k]) for k in keys]
 
 
+FunctionalStep = Callable[[nnx.State, Any, Any], tuple[nnx.State, Metrics]]
+"""``(state, batch, rng) -> (new_state, metrics)`` over ``nnx.state((model, optimizer))``."""
+
+
+def _stateful_and_pure(update_in_place: Callable[..., Metrics]):
+    """Two compilations of ``update_in_place(model, optimizer, *arrays) -> metrics``:
+
+    * ``nnx.jit`` of it, updating the live objects (the step's in-place contract);
+    * ``pure(graphdef, state, *arrays) -> (new_state, metrics)``: ``jax.jit`` of the same update
+      over the split state of ``(model, optimizer)``. A training loop that keeps the state
+      between steps (``train.fit``) skips ``nnx.jit``'s per-call traversal of both objects'
+      graphs, which costs tens of milliseconds per call on the cpu preset's model and optimizer
+      (``python benchmarks/bench_train.py``): more than a whole step of the model on a GPU.
+    """
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def pure(graphdef, state, *args):
+        model, optimizer = nnx.merge(graphdef, state)
+        metrics = update_in_place(model, optimizer, *args)
+        return nnx.state((model, optimizer)), metrics
+
+    return nnx.jit(update_in_place), pure
+
+
 # ---------------------------------------------------------------------------------------------
 # MLE
 
@@ -97,18 +126,28 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
     base.check_task(task)
     spec = sampling.DecodeSpec.for_task(task)
 
-    @nnx.jit
-    def update(model, optimizer, images, tokens):
+    def update_in_place(model, optimizer, images, tokens):
         grad_fn = nnx.value_and_grad(lambda m: mle_loss(m, images, tokens, spec), has_aux=True)
         (loss, metrics), grads = grad_fn(model)
         optimizer.update(model, grads)
         return {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
+    update, pure_update = _stateful_and_pure(update_in_place)
+
+    def arrays(batch):
+        images, tokens = _batch_arrays(batch, "image", "tokens")
+        return images, tokens.astype(jnp.int32)
+
     def step(model, optimizer, batch, rng=None) -> Metrics:
         _check_model(model, task)
-        images, tokens = _batch_arrays(batch, "image", "tokens")
-        return update(model, optimizer, images, tokens.astype(jnp.int32))
+        return update(model, optimizer, *arrays(batch))
 
+    def functional(model, optimizer) -> FunctionalStep:
+        _check_model(model, task)
+        graphdef = nnx.graphdef((model, optimizer))
+        return lambda state, batch, rng=None: pure_update(graphdef, state, *arrays(batch))
+
+    step.functional = functional
     return step
 
 
@@ -155,9 +194,8 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
     spec = rl_spec(task, rl_cfg)
     ref: dict[str, nnx.Module] = {} if ref_model is None else {"model": ref_model}
 
-    @nnx.jit
-    def update(model, optimizer, images, tokens, lengths, rewards, greedy_rewards, aux,
-               sample_logp, ref_logp):
+    def update_in_place(model, optimizer, images, tokens, lengths, rewards, greedy_rewards, aux,
+                        sample_logp, ref_logp):
         if rl_cfg.kl_coef:
             valid = sampling.valid_mask(tokens, spec.eos_id)
             rewards = reinforce.kl_penalized(rewards, sample_logp, ref_logp, valid,
@@ -176,10 +214,13 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
         return {"loss": loss, "grad_norm": optax.global_norm(grads), "adv_mean": adv_mean,
                 "adv_std": adv_std, "sample_len": lengths.mean(), **metrics}
 
-    def step(model, optimizer, batch, rng) -> Metrics:
-        _check_model(model, task)
+    update, pure_update = _stateful_and_pure(update_in_place)
+
+    def run(sample, greedy, update, batch, rng) -> Metrics:
+        """One step given the model's ``sample(images, rng)``, ``greedy(images)`` and
+        ``update(*arrays) -> metrics`` (in place or over the split state)."""
         (images,) = _batch_arrays(batch, "image")
-        out = sampling.sample_jit(model, images, rng, spec)
+        out = sample(images, rng)
         tokens = np.asarray(out.tokens)
         rewards, aux = task.reward(tokens, batch, task.state)
         rewards = np.asarray(rewards, np.float32)
@@ -190,16 +231,14 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
         arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
         greedy_r = None
         if rl_cfg.baseline == "greedy":
-            g = np.asarray(sampling.greedy_jit(model, images, spec).tokens)
+            g = np.asarray(greedy(images).tokens)
             greedy_r = jnp.asarray(task.reward(g, batch, task.state)[0], jnp.float32)[:, 0]
         ref_logp = None
         if rl_cfg.kl_coef:
-            if "model" not in ref:
-                ref["model"] = nnx.clone(model)
             ref_logp = sampling.teacher_forced_jit(ref["model"], images, out.tokens,
                                                    spec).logprobs
-        metrics = update(model, optimizer, images, out.tokens, out.lengths, jnp.asarray(rewards),
-                         greedy_r, arrays, out.logprobs, ref_logp)
+        metrics = update(images, out.tokens, out.lengths, jnp.asarray(rewards), greedy_r,
+                         arrays, out.logprobs, ref_logp)
         metrics.update(reward_mean=jnp.asarray(rewards.mean()),
                        reward_std=jnp.asarray(rewards.std()),
                        reward_std_within=jnp.asarray(rewards.std(axis=1).mean()), **scalars)
@@ -209,6 +248,37 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
             metrics["kl_sample"] = jnp.asarray(kl)
         return metrics
 
+    def prepare(model) -> None:
+        _check_model(model, task)
+        if rl_cfg.kl_coef and "model" not in ref:
+            ref["model"] = nnx.clone(model)
+
+    def step(model, optimizer, batch, rng) -> Metrics:
+        prepare(model)
+        return run(lambda x, r: sampling.sample_jit(model, x, r, spec),
+                   lambda x: sampling.greedy_jit(model, x, spec),
+                   lambda *a: update(model, optimizer, *a), batch, rng)
+
+    def functional(model, optimizer) -> FunctionalStep:
+        prepare(model)
+        graphdef, model_def = nnx.graphdef((model, optimizer)), nnx.graphdef(model)
+
+        def pure_step(state, batch, rng):
+            new = {}
+
+            def update_state(*arrays):
+                new["state"], metrics = pure_update(graphdef, state, *arrays)
+                return metrics
+
+            metrics = run(
+                lambda x, r: sampling.sample_over_state(model_def, state[0], x, r, spec=spec),
+                lambda x: sampling.greedy_over_state(model_def, state[0], x, spec=spec),
+                update_state, batch, rng)
+            return new["state"], metrics
+
+        return pure_step
+
+    step.functional = functional
     return step
 
 

@@ -7,6 +7,12 @@ run a host-side reward between jitted parts) plug in the same way. Step ``s`` (1
 and randomness are pure functions of (seed, step) and a run resumed from the checkpoint of step
 ``k`` continues exactly as the uninterrupted run would have.
 
+A step function may also offer ``step_fn.functional(model, optimizer) -> fn(state, batch, rng)
+-> (state, metrics)`` over ``nnx.state((model, optimizer))`` (the MLE step does,
+:mod:`rlcv_lib.steps`). ``fit`` then keeps that state between steps and writes it back into
+the live objects before an evaluation, a checkpoint and its return, which saves ``nnx.jit``'s
+graph traversal on every step.
+
 The loop never waits for the device on an ordinary step. The per-step metric values stay on
 the device until a log, evaluation or checkpoint step, where they are fetched together: their
 mean over the interval becomes one history record, and a NaN/inf loss among them stops training
@@ -197,6 +203,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
     t0 = time.perf_counter()
     ckpt = (checkpoint.Checkpointer(workdir / "checkpoints", max_to_keep=keep_checkpoints)
             if workdir is not None else None)
+    loop = None
     try:
         start = 0
         if ckpt is not None and ckpt.latest_step() is not None:
@@ -241,6 +248,8 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
         return FitResult(step=num_steps, start_step=start, seconds=time.perf_counter() - t0,
                          history=history, last_metrics=loop.last_metrics)
     finally:
+        if loop is not None:
+            loop.sync()  # the live objects hold the last step's state, also when raising
         if ckpt is not None:
             ckpt.close()  # waits for asynchronous saves, also when raising
 
@@ -252,6 +261,12 @@ class _Loop:
                  workdir, steps_per_update):
         self.model, self.optimizer = model, optimizer
         self.step_fn, self.batch_fn = step_fn, batch_fn
+        # A step with a functional form runs on the split state, kept here between steps; the
+        # live objects are brought up to date (sync) before anything reads them.
+        functional = getattr(step_fn, "functional", None)
+        self.pure_step = None if functional is None else functional(model, optimizer)
+        self.state = None if functional is None else nnx.state((model, optimizer))
+        self.stale = False
         self.key = jax.random.key(seed)
         self.mesh, self.ckpt, self.history = mesh, ckpt, history
         self.t0, self.workdir, self.steps_per_update = t0, workdir, steps_per_update
@@ -272,8 +287,12 @@ class _Loop:
         batch = self.batch_fn(index)
         if self.mesh is not None:
             batch = parallel.shard_batch(batch, self.mesh)
-        metrics = self.step_fn(self.model, self.optimizer, batch,
-                               jax.random.fold_in(self.key, index))
+        rng = jax.random.fold_in(self.key, index)
+        if self.pure_step is not None:
+            self.state, metrics = self.pure_step(self.state, batch, rng)
+            self.stale = True
+        else:
+            metrics = self.step_fn(self.model, self.optimizer, batch, rng)
         if "loss" not in metrics:
             raise KeyError(f"step_fn must return a 'loss' metric; got {sorted(metrics)}")
         self.pending.append((step, metrics))  # no device sync here
@@ -303,13 +322,21 @@ class _Loop:
         self.checked, self.t_log, self.last_metrics = [], now, means
         return means
 
+    def sync(self) -> None:
+        """Writes the functional state back into the live model and optimizer."""
+        if self.stale:
+            nnx.update((self.model, self.optimizer), self.state)
+            self.stale = False
+
     def checkpoint(self, step: int) -> None:
+        self.sync()
         if not checkpoint.all_finite(nnx.state(self.model, nnx.Param)):
             self._stop(f"parameters became non-finite by step {step} although every loss "
                        f"up to it was finite", step, (step, step))
         self.ckpt.save(step, self.model, self.optimizer)
 
     def evaluate(self, eval_fn: EvalFn, step: int) -> None:
+        self.sync()
         metrics = dict(eval_fn(self.model, step))
         self.history.append({"kind": "eval", "step": step,
                              "time": self.t_offset + time.perf_counter() - self.t0,
