@@ -392,7 +392,8 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
     seconds}``). The first update (it compiles) is done but not timed, like
     :func:`update_seconds` on tuning's side. ``cfg.train`` with its peak lr held constant after
     ``cfg.tune``'s warm-up and a fresh optimiser (as tuning starts); data: the training split
-    from ``run.seed + CONTINUE_SEED_OFFSET``. ``max_steps`` caps the updates (tests)."""
+    from ``run.seed + CONTINUE_SEED_OFFSET``. The updates run the MLE step's functional form, as
+    ``train.fit`` runs tuning's. ``max_steps`` caps the updates (tests)."""
     if seconds < 0:
         raise ValueError(f"seconds must be >= 0, got {seconds}")
     model = nnx.clone(model)
@@ -405,11 +406,12 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
                              max_boxes=cfg.world.max_objects)
     batch_fn = detection_experiment.make_batch_fn(task, loader, seed)
     optimizer = optim.make_optimizer(model, tcfg)
-    step_fn = steps.make_mle_step(task)
+    pure_step = steps.make_mle_step(task).functional(model, optimizer)  # as fit runs it
+    state = {"now": nnx.state((model, optimizer))}
     key = jax.random.key(seed)
 
     def update(n: int) -> None:
-        metrics = step_fn(model, optimizer, batch_fn(n), jax.random.fold_in(key, n))
+        state["now"], metrics = pure_step(state["now"], batch_fn(n), jax.random.fold_in(key, n))
         jax.block_until_ready(metrics["loss"])
 
     cap = np.inf if max_steps is None else max_steps
@@ -420,7 +422,9 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
         while time.perf_counter() - t0 < seconds and n < cap:
             update(n)
             n += 1
-    return model, {"steps": n, "seconds": time.perf_counter() - t0}
+    seconds_done = time.perf_counter() - t0
+    nnx.update((model, optimizer), state["now"])
+    return model, {"steps": n, "seconds": seconds_done}
 
 
 def wrong_image_rows(control: Mapping[str, Mapping[str, float]]) -> list[dict[str, Any]]:
