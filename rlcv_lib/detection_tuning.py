@@ -406,12 +406,13 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
                              max_boxes=cfg.world.max_objects)
     batch_fn = detection_experiment.make_batch_fn(task, loader, seed)
     optimizer = optim.make_optimizer(model, tcfg)
-    pure_step = steps.make_mle_step(task).functional(model, optimizer)  # as fit runs it
-    state = {"now": nnx.state((model, optimizer))}
+    functional = steps.make_mle_step(task).functional(model, optimizer)  # as fit runs it
+    state = {"now": functional.state}
     key = jax.random.key(seed)
 
     def update(n: int) -> None:
-        state["now"], metrics = pure_step(state["now"], batch_fn(n), jax.random.fold_in(key, n))
+        state["now"], metrics = functional.step(state["now"], batch_fn(n),
+                                                jax.random.fold_in(key, n))
         jax.block_until_ready(metrics["loss"])
 
     cap = np.inf if max_steps is None else max_steps
@@ -423,7 +424,7 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
             update(n)
             n += 1
     seconds_done = time.perf_counter() - t0
-    nnx.update((model, optimizer), state["now"])
+    functional.write_back(state["now"])
     return model, {"steps": n, "seconds": seconds_done}
 
 

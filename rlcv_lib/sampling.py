@@ -212,21 +212,6 @@ def greedy(model: nnx.Module, images: jax.Array, spec: DecodeSpec) -> SampleOutp
 greedy_jit = nnx.jit(greedy, static_argnames=("spec",))
 
 
-def over_state(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn(model, *args, spec)`` as ``jax.jit`` of ``(graphdef, state, *args, spec=spec)``
-    with ``model = nnx.merge(graphdef, state)``: the same computation for a loop that keeps the
-    model split (``steps``' functional forms), without ``nnx.jit``'s per-call graph traversal."""
-
-    def merged(graphdef, state, *args, spec):
-        return fn(nnx.merge(graphdef, state), *args, spec)
-
-    return jax.jit(merged, static_argnames=("graphdef", "spec"))
-
-
-sample_over_state = over_state(sample)
-greedy_over_state = over_state(greedy)
-
-
 # ---------------------------------------------------------------------------------------------
 # Teacher forcing under the same mask
 

@@ -21,9 +21,9 @@ Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this):
 * ``rng``: a ``jax.random.key``; the RL step samples with it (the MLE step has no dropout and
   ignores it). Data order and rng are the caller's: pure functions of (seed, step).
 * Both steps update ``model`` and ``optimizer`` in place (``nnx.jit`` inside). Both also have
-  ``step.functional(model, optimizer) -> fn(state, batch, rng) -> (state, metrics)``, the
-  same update over ``nnx.state((model, optimizer))`` without ``nnx.jit``'s per-call graph
-  traversal; ``train.fit`` uses it when a step has it. The RL step runs
+  ``step.functional(model, optimizer) -> FunctionalStep(state, step, write_back)``: the same
+  update over the flat state of ``(model, optimizer)`` (:mod:`rlcv_lib.split_state`), without
+  ``nnx.jit``'s per-call graph traversal; ``train.fit`` uses it when a step has it. The RL step runs
   the jitted sampler, then the task's reward on the host (NumPy), then the jitted update: the
   metrics it returns are already on the host side of that sync.
 * Metrics are jax scalars (no host sync in the MLE step); a NaN/inf ``loss`` is the trainer's
@@ -46,9 +46,8 @@ update 0.81 s).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +55,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rlcv_lib import reinforce, sampling
+from rlcv_lib import reinforce, sampling, split_state
 from rlcv_lib.reinforce import RLConfig
 from rlcv_lib.tasks import base
 
@@ -78,28 +77,23 @@ def _batch_arrays(batch: dict, *keys: str) -> list[jax.Array]:
     return [jnp.asarray(batch[k]) for k in keys]
 
 
-FunctionalStep = Callable[[nnx.State, Any, Any], tuple[nnx.State, Metrics]]
-"""``(state, batch, rng) -> (new_state, metrics)`` over ``nnx.state((model, optimizer))``."""
+class FunctionalStep(NamedTuple):
+    """A step's functional form over the flat state of ``(model, optimizer)``
+    (:mod:`rlcv_lib.split_state`): ``state`` is the initial flat state, ``step(state, batch,
+    rng) -> (state, metrics)`` the same update as the in-place step, and ``write_back(state)``
+    puts a state into the live objects."""
+
+    state: list[jax.Array]
+    step: Callable[[list[jax.Array], Any, Any], tuple[list[jax.Array], Metrics]]
+    write_back: Callable[[list[jax.Array]], None]
 
 
-def _stateful_and_pure(update_in_place: Callable[..., Metrics]):
-    """Two compilations of ``update_in_place(model, optimizer, *arrays) -> metrics``:
-
-    * ``nnx.jit`` of it, updating the live objects (the step's in-place contract);
-    * ``pure(graphdef, state, *arrays) -> (new_state, metrics)``: ``jax.jit`` of the same update
-      over the split state of ``(model, optimizer)``. A training loop that keeps the state
-      between steps (``train.fit``) skips ``nnx.jit``'s per-call traversal of both objects'
-      graphs, which costs tens of milliseconds per call on the cpu preset's model and optimizer
-      (``python benchmarks/bench_train.py``): more than a whole step of the model on a GPU.
-    """
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def pure(graphdef, state, *args):
-        model, optimizer = nnx.merge(graphdef, state)
-        metrics = update_in_place(model, optimizer, *args)
-        return nnx.state((model, optimizer)), metrics
-
-    return nnx.jit(update_in_place), pure
+def _functional(model, optimizer, make_step: Callable[[split_state.Structure], Callable]
+                ) -> FunctionalStep:
+    structure, leaves = split_state.split((model, optimizer))
+    return FunctionalStep(
+        leaves, make_step(structure),
+        lambda state: split_state.write_back((model, optimizer), structure, state))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,7 +126,8 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
         optimizer.update(model, grads)
         return {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
-    update, pure_update = _stateful_and_pure(update_in_place)
+    update = nnx.jit(update_in_place)
+    update_leaves = split_state.jit_over_leaves(update_in_place, returns_state=True)
 
     def arrays(batch):
         images, tokens = _batch_arrays(batch, "image", "tokens")
@@ -144,8 +139,12 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
 
     def functional(model, optimizer) -> FunctionalStep:
         _check_model(model, task)
-        graphdef = nnx.graphdef((model, optimizer))
-        return lambda state, batch, rng=None: pure_update(graphdef, state, *arrays(batch))
+
+        def make_step(structure):
+            pure = update_leaves(structure)
+            return lambda state, batch, rng=None: pure(state, *arrays(batch))
+
+        return _functional(model, optimizer, make_step)
 
     step.functional = functional
     return step
@@ -214,7 +213,12 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
         return {"loss": loss, "grad_norm": optax.global_norm(grads), "adv_mean": adv_mean,
                 "adv_std": adv_std, "sample_len": lengths.mean(), **metrics}
 
-    update, pure_update = _stateful_and_pure(update_in_place)
+    update = nnx.jit(update_in_place)
+    update_leaves = split_state.jit_over_leaves(update_in_place, returns_state=True)
+    sample_leaves = split_state.jit_over_leaves(
+        lambda m, o, x, r: sampling.sample(m, x, r, spec), returns_state=False)
+    greedy_leaves = split_state.jit_over_leaves(
+        lambda m, o, x: sampling.greedy(m, x, spec), returns_state=False)
 
     def run(sample, greedy, update, batch, rng) -> Metrics:
         """One step given the model's ``sample(images, rng)``, ``greedy(images)`` and
@@ -261,22 +265,25 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
 
     def functional(model, optimizer) -> FunctionalStep:
         prepare(model)
-        graphdef, model_def = nnx.graphdef((model, optimizer)), nnx.graphdef(model)
 
-        def pure_step(state, batch, rng):
-            new = {}
+        def make_step(structure):
+            sample, greedy = sample_leaves(structure), greedy_leaves(structure)
+            pure_update = update_leaves(structure)
 
-            def update_state(*arrays):
-                new["state"], metrics = pure_update(graphdef, state, *arrays)
-                return metrics
+            def pure_step(state, batch, rng):
+                new = {}
 
-            metrics = run(
-                lambda x, r: sampling.sample_over_state(model_def, state[0], x, r, spec=spec),
-                lambda x: sampling.greedy_over_state(model_def, state[0], x, spec=spec),
-                update_state, batch, rng)
-            return new["state"], metrics
+                def update_state(*arrays):
+                    new["state"], metrics = pure_update(state, *arrays)
+                    return metrics
 
-        return pure_step
+                metrics = run(lambda x, r: sample(state, x, r), lambda x: greedy(state, x),
+                              update_state, batch, rng)
+                return new["state"], metrics
+
+            return pure_step
+
+        return _functional(model, optimizer, make_step)
 
     step.functional = functional
     return step

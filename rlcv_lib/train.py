@@ -7,11 +7,11 @@ run a host-side reward between jitted parts) plug in the same way. Step ``s`` (1
 and randomness are pure functions of (seed, step) and a run resumed from the checkpoint of step
 ``k`` continues exactly as the uninterrupted run would have.
 
-A step function may also offer ``step_fn.functional(model, optimizer) -> fn(state, batch, rng)
--> (state, metrics)`` over ``nnx.state((model, optimizer))`` (the MLE step does,
-:mod:`rlcv_lib.steps`). ``fit`` then keeps that state between steps and writes it back into
-the live objects before an evaluation, a checkpoint and its return, which saves ``nnx.jit``'s
-graph traversal on every step.
+A step function may also offer ``step_fn.functional(model, optimizer) ->
+steps.FunctionalStep(state, step, write_back)``, the same update over the flat state of
+``(model, optimizer)`` (both core steps do; :mod:`rlcv_lib.split_state`). ``fit`` then keeps
+that state between steps and writes it back into the live objects before an evaluation, a
+checkpoint and its return, which saves ``nnx.jit``'s graph traversal on every step.
 
 The loop never waits for the device on an ordinary step. The per-step metric values stay on
 the device until a log, evaluation or checkpoint step, where they are fetched together: their
@@ -264,8 +264,8 @@ class _Loop:
         # A step with a functional form runs on the split state, kept here between steps; the
         # live objects are brought up to date (sync) before anything reads them.
         functional = getattr(step_fn, "functional", None)
-        self.pure_step = None if functional is None else functional(model, optimizer)
-        self.state = None if functional is None else nnx.state((model, optimizer))
+        self.functional = None if functional is None else functional(model, optimizer)
+        self.state = None if functional is None else self.functional.state
         self.stale = False
         self.key = jax.random.key(seed)
         self.mesh, self.ckpt, self.history = mesh, ckpt, history
@@ -288,8 +288,8 @@ class _Loop:
         if self.mesh is not None:
             batch = parallel.shard_batch(batch, self.mesh)
         rng = jax.random.fold_in(self.key, index)
-        if self.pure_step is not None:
-            self.state, metrics = self.pure_step(self.state, batch, rng)
+        if self.functional is not None:
+            self.state, metrics = self.functional.step(self.state, batch, rng)
             self.stale = True
         else:
             metrics = self.step_fn(self.model, self.optimizer, batch, rng)
@@ -325,7 +325,7 @@ class _Loop:
     def sync(self) -> None:
         """Writes the functional state back into the live model and optimizer."""
         if self.stale:
-            nnx.update((self.model, self.optimizer), self.state)
+            self.functional.write_back(self.state)
             self.stale = False
 
     def checkpoint(self, step: int) -> None:
