@@ -46,7 +46,7 @@ import numpy as np
 from bench_sampler import detection_bench, record_rl, time_mle, time_rl
 from record import Suite
 
-from rlcv_lib import checkpoint, optim, steps, train
+from rlcv_lib import checkpoint, optim, split_state, steps, train
 from rlcv_lib.models import MODEL_PRESETS, build_model
 from rlcv_lib.reinforce import RL_PRESETS
 from rlcv_lib.tasks.toy import SortTask
@@ -70,15 +70,17 @@ def fit_loop(step_fn, model, opt, batches, workdir=None, ckpt_every=0):
 def call_overhead(model, opt, repeats: int = 50) -> dict[str, float]:
     """Milliseconds per call of a jitted no-op that takes the model and optimizer: through
     ``nnx.jit`` (graph traversal of both objects on every call) and through ``jax.jit`` over
-    their split state (what ``fit`` runs when a step has a functional form)."""
+    their flat state (:mod:`rlcv_lib.split_state`, what ``fit`` runs when a step has a
+    functional form)."""
     from flax import nnx
 
     noop = nnx.jit(lambda m, o: jnp.zeros(()))
-    noop_state = jax.jit(lambda state: jnp.zeros(()))
-    state = nnx.state((model, opt))
+    structure, leaves = split_state.split((model, opt))
+    noop_leaves = split_state.jit_over_leaves(lambda m, o: jnp.zeros(()),
+                                              returns_state=False)(structure)
     out = {}
     for name, call in (("nnx.jit", lambda: noop(model, opt)),
-                       ("jax.jit over the state", lambda: noop_state(state))):
+                       ("jax.jit over the state", lambda: noop_leaves(leaves))):
         call().block_until_ready()
         t0 = time.perf_counter()
         for _ in range(repeats):
@@ -192,7 +194,7 @@ def trainer_overhead(args) -> None:
     calls = call_overhead(model, opt)
     suite.add("no-op call taking model + optimizer, nnx.jit", calls["nnx.jit"], "ms",
               note="graph traversal of both objects per call; the in-place step pays it")
-    suite.add("no-op call over their split state, jax.jit", calls["jax.jit over the state"],
+    suite.add("no-op call over their flat state, jax.jit", calls["jax.jit over the state"],
               "ms", reference="nnx.jit", ratio=calls["jax.jit over the state"] / calls["nnx.jit"],
               note="what fit's functional path pays per step instead")
     for name, step_fn, bsz, unit in (
