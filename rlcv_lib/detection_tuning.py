@@ -407,12 +407,12 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
     batch_fn = detection_experiment.make_batch_fn(task, loader, seed)
     optimizer = optim.make_optimizer(model, tcfg)
     functional = steps.make_mle_step(task).functional(model, optimizer)  # as fit runs it
-    state = {"now": functional.state}
+    state = functional.state
     key = jax.random.key(seed)
 
     def update(n: int) -> None:
-        state["now"], metrics = functional.step(state["now"], batch_fn(n),
-                                                jax.random.fold_in(key, n))
+        nonlocal state
+        state, metrics = functional.step(state, batch_fn(n), jax.random.fold_in(key, n))
         jax.block_until_ready(metrics["loss"])
 
     cap = np.inf if max_steps is None else max_steps
@@ -424,7 +424,7 @@ def continue_mle(cfg: Any, model, task: det.DetectionTask, seconds: float, *,
             update(n)
             n += 1
     seconds_done = time.perf_counter() - t0
-    functional.write_back(state["now"])
+    functional.write_back(state)
     return model, {"steps": n, "seconds": seconds_done}
 
 
