@@ -271,15 +271,16 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
             pure_update = update_leaves(structure)
 
             def pure_step(state, batch, rng):
-                new = {}
+                new_state = state
 
                 def update_state(*arrays):
-                    new["state"], metrics = pure_update(state, *arrays)
+                    nonlocal new_state
+                    new_state, metrics = pure_update(state, *arrays)
                     return metrics
 
                 metrics = run(lambda x, r: sample(state, x, r), lambda x: greedy(state, x),
                               update_state, batch, rng)
-                return new["state"], metrics
+                return new_state, metrics
 
             return pure_step
 
