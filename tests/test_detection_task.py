@@ -247,8 +247,11 @@ def test_box_scores_rules(task):
     lsm[10, task.class_offset + 3] = np.log(0.4)
     np.testing.assert_allclose(task.box_scores(lsm, toks)[:2], [0.75, 0.5])
     np.testing.assert_allclose(task.box_scores(lsm, toks, "class")[:2], [0.7, 0.4])
+    np.testing.assert_allclose(task.box_scores(lsm, toks, "class_x_confidence")[:2],
+                               [0.75 * 0.7, 0.5 * 0.4])
     pred = task.detokenize(toks, lsm, "class")
     np.testing.assert_allclose(pred["scores"], [0.7, 0.4], rtol=1e-6)
+    assert task.box_scores(lsm[None], toks[None], "class_x_confidence").shape == (1, 18)
     with pytest.raises(ValueError, match="rule='x'"):
         task.box_scores(lsm, toks, "x")
 

@@ -181,6 +181,17 @@ def test_score_rules_differ_as_documented(model, task, data):
         np.testing.assert_allclose(pk["scores"], p[:, 1] / p.sum(-1), rtol=1e-5)
     assert not np.allclose(np.concatenate([p["scores"] for p in preds_c]),
                            np.concatenate([p["scores"] for p in preds_k]))
+    # one decode, every rule: the same boxes, the product of the two scores
+    scored, tokens_s = dt.predict_scored(model, task, batch["image"], rule,
+                                         key=jax.random.key(0))
+    np.testing.assert_array_equal(tokens, tokens_s)
+    assert list(scored) == list(det.SCORE_RULES)
+    for pc, pk, px in zip(preds_c, preds_k, scored["class_x_confidence"], strict=True):
+        np.testing.assert_array_equal(px["boxes"], pc["boxes"])
+        np.testing.assert_allclose(px["scores"], pc["scores"] * pk["scores"], rtol=1e-5)
+    for name, preds in (("class", preds_c), ("confidence", preds_k)):
+        np.testing.assert_array_equal(np.concatenate([p["scores"] for p in scored[name]]),
+                                      np.concatenate([p["scores"] for p in preds]))
 
 
 def test_metrics_keys_and_ranges(model, task, data):
@@ -222,7 +233,8 @@ def test_monitor_outputs_and_keeps_the_best_state(cfg, task):
     mon = dt.TuningMonitor(task, examples, batch, num_samples=2, seed=0)
     out = mon(model, 0)
     assert set(out) == {"val_reward", "mAP", "AP50", "recall50", "recall50_gt",
-                        "boxes_per_image", "mAP_class_score"}
+                        "boxes_per_image", "mAP_class_score", "mAP_confidence_score"}
+    assert dt.TuningMonitor(task, examples, batch, 2, 0).select_rule.score == "class_x_confidence"
     assert np.isfinite(out["val_reward"]) and out["val_reward"] >= 0
     assert mon(model, 1) == out  # fixed key, same model: same numbers
     assert mon.best_step == 0 and len(mon.history) == 2 and mon.seconds > 0
@@ -318,12 +330,14 @@ def test_rule_validation():
         dt.Rule("x", decode="beam")
     with pytest.raises(ValueError, match="top_p"):
         dt.Rule("x", top_p=0.0)
+    with pytest.raises(ValueError, match="score"):
+        dt.Rule("x", score="iou")
 
 
 def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys):
     dt.main(["smoke", str(tmp_path), "3", "tune.num_steps=2", "tune.eval_every=1"])
     out = json.loads((tmp_path / "seed3.json").read_text())
-    assert set(out["test"]) == {"MLE", "tuned", "tuned, class score"}
+    assert set(out["test"]) == {"MLE", "tuned", "tuned, confidence score", "tuned, class score"}
     assert [r["step"] for r in out["curve"]] == [0, 1, 2]
     assert out["best_step"] in (0, 1, 2) and out["seed"] == 3
     assert out["overrides"] == {"tune.num_steps": "2", "tune.eval_every": "1"}

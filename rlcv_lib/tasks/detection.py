@@ -36,8 +36,9 @@ reward, whose IoU is 0 for such boxes, so the reward and the metric see the same
 **Scores** for mAP (:meth:`DetectionTask.box_scores`, from a teacher-forced pass's masked
 log-softmax): ``"confidence"``: p(2) / (p(1) + p(2)) at the confidence position (the tuned
 model's learned IoU estimate); ``"class"``: the probability of the emitted class token (pix2seq's
-rule, for an MLE model whose confidence tokens are untrained). Without log-probs a box scores its
-confidence token: 1.0 for "high", 0.5 for "low".
+rule, for an MLE model whose confidence tokens are untrained); ``"class_x_confidence"``: their
+product, an estimate of "right class and well placed" (the IoU-aware class score of later
+detectors). Without log-probs a box scores its confidence token: 1.0 for "high", 0.5 for "low".
 
 **Reward** (:mod:`rlcv_lib.rewards.detection`): class-weighted matches over IoU 0.5:0.95 minus
 ``nms_w`` × duplicates. Default: the correct version (equal threshold weights; the REINFORCE term
@@ -69,6 +70,10 @@ PAD, CONF_LOW, CONF_HIGH = 0, 1, 2
 COORD_OFFSET = 3
 TOKENS_PER_BOX = 6
 CONF_KIND = 5
+
+ScoreRule = Literal["confidence", "class", "class_x_confidence"]
+SCORE_RULES: tuple[str, ...] = ("confidence", "class", "class_x_confidence")
+"""The per-box score rules of :meth:`DetectionTask.box_scores` (module docstring)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,25 +275,27 @@ class DetectionTask:
                      conf=np.where(present, t[..., 5], 0))
 
     def box_scores(self, log_softmax: np.ndarray, tokens: np.ndarray,
-                   rule: Literal["confidence", "class"] = "confidence") -> np.ndarray:
+                   rule: ScoreRule = "confidence") -> np.ndarray:
         """Per-slot scores float [..., S] from the masked log-softmax [..., L, V] of a
         teacher-forced pass over ``tokens`` [..., L] (module docstring)."""
+        if rule not in SCORE_RULES:
+            raise ValueError(f"rule={rule!r}: choose one of {SCORE_RULES}")
         lsm = np.asarray(log_softmax, np.float64)
         s = self.cfg.num_slots
-        if rule == "confidence":
+        score = np.ones(lsm.shape[:-2] + (s,))
+        if rule in ("confidence", "class_x_confidence"):
             p = np.exp(lsm[..., CONF_KIND::TOKENS_PER_BOX, :][..., :s, CONF_LOW:CONF_HIGH + 1])
             tot = p.sum(-1)
-            return np.where(tot > 0, p[..., 1] / np.where(tot > 0, tot, 1.0), 0.0)
-        if rule == "class":
+            score *= np.where(tot > 0, p[..., 1] / np.where(tot > 0, tot, 1.0), 0.0)
+        if rule in ("class", "class_x_confidence"):
             tok = np.asarray(tokens, np.int64)[..., 4::TOKENS_PER_BOX][..., :s]
             lp = lsm[..., 4::TOKENS_PER_BOX, :][..., :s, :]
             tok = np.clip(tok, 0, lsm.shape[-1] - 1)
-            return np.exp(np.take_along_axis(lp, tok[..., None], -1)[..., 0])
-        raise ValueError(f"rule={rule!r}: choose 'confidence' or 'class'")
+            score *= np.exp(np.take_along_axis(lp, tok[..., None], -1)[..., 0])
+        return score
 
     def detokenize(self, tokens: np.ndarray, log_softmax: np.ndarray | None = None,
-                   score_rule: Literal["confidence", "class"] = "confidence"
-                   ) -> dict[str, np.ndarray]:
+                   score_rule: ScoreRule = "confidence") -> dict[str, np.ndarray]:
         """One prediction from int [L]: ``boxes`` float32 [K,4], ``labels`` int32 [K],
         ``scores`` float32 [K], ``slots`` int32 [K] (the slot each box came from). Scores come
         from ``log_softmax`` [L,V] with ``score_rule`` if given, else the confidence token."""
