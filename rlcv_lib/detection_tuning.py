@@ -43,7 +43,8 @@ under ``TUNED_RULE`` (plus AP50, recall, boxes per image, and mAP of the same bo
 other score rules). The
 monitor keeps a copy of the model state with the best validation mAP (``TUNED_RULE``) in memory;
 :meth:`TuningMonitor.restore_best` writes it back after tuning: that is the checkpoint choice, made
-on validation only. Step 0 (the MLE model scored by its untrained confidences) is a candidate.
+on validation only. Step 0 is a candidate: the MLE model, whose reset confidence readout gives
+every box the same confidence, so that the product ranks its boxes by class likelihood alone.
 
 **MLE for as long as tuning** (:func:`continue_mle`): the MLE step, from the same starting model,
 for the same wall-clock seconds that tuning's updates took (:func:`update_seconds`: evaluations
@@ -169,8 +170,9 @@ def predict_scored(model, task: det.DetectionTask, images: np.ndarray, rule: Rul
     """({score rule: predictions}, tokens int32 [B,L]): ``images`` [B,H,W,3] decoded once under
     ``rule`` (its ``score`` ignored) and the same boxes scored by each rule in ``scores``;
     ``key`` seeds sampling rules (default ``key(0)``; chunk ``i`` uses ``fold_in(key, i)``)."""
-    for s in scores:
-        Rule(rule.name, score=s)  # validates the score rule
+    unknown = [s for s in scores if s not in det.SCORE_RULES]
+    if unknown:
+        raise ValueError(f"unknown score rules {unknown}: choose from {det.SCORE_RULES}")
     spec = decode_spec(task, rule)
     score_spec = sampling.DecodeSpec.for_task(task)  # scores under the task's own grammar
     key = jax.random.key(0) if key is None else key

@@ -185,7 +185,7 @@ def test_score_rules_differ_as_documented(model, task, data):
     scored, tokens_s = dt.predict_scored(model, task, batch["image"], rule,
                                          key=jax.random.key(0))
     np.testing.assert_array_equal(tokens, tokens_s)
-    assert list(scored) == list(det.SCORE_RULES)
+    assert list(scored) == list(det.SCORE_RULES) == ["confidence", "class", "class_x_confidence"]
     for pc, pk, px in zip(preds_c, preds_k, scored["class_x_confidence"], strict=True):
         np.testing.assert_array_equal(px["boxes"], pc["boxes"])
         np.testing.assert_allclose(px["scores"], pc["scores"] * pk["scores"], rtol=1e-5)
@@ -332,6 +332,8 @@ def test_rule_validation():
         dt.Rule("x", top_p=0.0)
     with pytest.raises(ValueError, match="score"):
         dt.Rule("x", score="iou")
+    with pytest.raises(ValueError, match="unknown score rules"):
+        dt.predict_scored(None, None, np.zeros((1, 8, 8, 3)), dt.TUNED_RULE, ("iou",))
 
 
 def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys):

@@ -57,7 +57,7 @@ import contextlib
 import dataclasses
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -72,7 +72,7 @@ TOKENS_PER_BOX = 6
 CONF_KIND = 5
 
 ScoreRule = Literal["confidence", "class", "class_x_confidence"]
-SCORE_RULES: tuple[str, ...] = ("confidence", "class", "class_x_confidence")
+SCORE_RULES: tuple[str, ...] = get_args(ScoreRule)
 """The per-box score rules of :meth:`DetectionTask.box_scores` (module docstring)."""
 
 
