@@ -66,3 +66,4 @@ def test_detection_tunes_for_its_own_cpu_length():
     cfg = tuning.with_task_defaults(cpu, detection_tuning.TUNE_DEFAULTS)
     assert cfg.tune.num_steps == 1500 and cpu.tune.num_steps == 400
     assert cfg.tune.lr == cpu.tune.lr == 1e-4
+    assert cfg.tune.batch_size == 16 and cpu.tune.batch_size == 8
