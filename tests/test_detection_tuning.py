@@ -234,7 +234,7 @@ def test_monitor_outputs_and_keeps_the_best_state(cfg, task):
     out = mon(model, 0)
     assert set(out) == {"val_reward", "mAP", "AP50", "recall50", "recall50_gt",
                         "boxes_per_image", "mAP_class_score", "mAP_confidence_score"}
-    assert dt.TuningMonitor(task, examples, batch, 2, 0).select_rule.score == "class_x_confidence"
+    assert mon.select_rule == dt.TUNED_RULE and dt.TUNED_RULE.score == "class_x_confidence"
     assert np.isfinite(out["val_reward"]) and out["val_reward"] >= 0
     assert mon(model, 1) == out  # fixed key, same model: same numbers
     assert mon.best_step == 0 and len(mon.history) == 2 and mon.seconds > 0
