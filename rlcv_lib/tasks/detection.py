@@ -282,17 +282,17 @@ class DetectionTask:
             raise ValueError(f"rule={rule!r}: choose one of {SCORE_RULES}")
         lsm = np.asarray(log_softmax, np.float64)
         s = self.cfg.num_slots
-        score = np.ones(lsm.shape[:-2] + (s,))
+        factors = []
         if rule in ("confidence", "class_x_confidence"):
             p = np.exp(lsm[..., CONF_KIND::TOKENS_PER_BOX, :][..., :s, CONF_LOW:CONF_HIGH + 1])
             tot = p.sum(-1)
-            score *= np.where(tot > 0, p[..., 1] / np.where(tot > 0, tot, 1.0), 0.0)
+            factors.append(np.where(tot > 0, p[..., 1] / np.where(tot > 0, tot, 1.0), 0.0))
         if rule in ("class", "class_x_confidence"):
             tok = np.asarray(tokens, np.int64)[..., 4::TOKENS_PER_BOX][..., :s]
             lp = lsm[..., 4::TOKENS_PER_BOX, :][..., :s, :]
             tok = np.clip(tok, 0, lsm.shape[-1] - 1)
-            score *= np.exp(np.take_along_axis(lp, tok[..., None], -1)[..., 0])
-        return score
+            factors.append(np.exp(np.take_along_axis(lp, tok[..., None], -1)[..., 0]))
+        return np.prod(factors, axis=0)
 
     def detokenize(self, tokens: np.ndarray, log_softmax: np.ndarray | None = None,
                    score_rule: ScoreRule = "confidence") -> dict[str, np.ndarray]:
