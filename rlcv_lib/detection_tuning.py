@@ -298,9 +298,9 @@ def evaluate(model, task: det.DetectionTask, examples: Sequence[Mapping[str, Any
              batch: Mapping[str, np.ndarray], rule: Rule, key: jax.Array | None = None
              ) -> tuple[dict[str, float], list[dict[str, np.ndarray]]]:
     """(:data:`METRICS`, predictions) of ``model`` under ``rule`` on ``examples`` (whose
-    collated images are ``batch["image"]``)."""
-    preds, _ = predict(model, task, batch["image"], rule, key)
-    return metrics_of(task, preds, examples), preds
+    collated images are ``batch["image"]``): :func:`evaluate_scored` with the rule's own score."""
+    metrics, preds = evaluate_scored(model, task, examples, batch, rule, (rule.score,), key)
+    return metrics[rule.score], preds[rule.score]
 
 
 def evaluate_scored(model, task: det.DetectionTask, examples: Sequence[Mapping[str, Any]],
