@@ -298,7 +298,7 @@ for k, style, label in (("mAP_confidence_score", "C2", "confidence alone"),
 ax2.set_ylabel("validation mAP (%)")
 ax.axvline(best_step, color="grey", ls=":", lw=1)
 handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-ax.legend(handles, [h.get_label() for h in handles], loc="upper left", fontsize=8)
+ax.legend(handles, [h.get_label() for h in handles], loc="lower right", fontsize=8)
 ax.set_title(f"Reward and mAP during tuning (Pearson r = {r_pearson:.2f})")
 ctx.save_figure(fig, "detection_tuning_curve.png")
 plt.show()
