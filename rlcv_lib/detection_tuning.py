@@ -103,6 +103,10 @@ IoU scores from zero. At 10× the tuned boxes ranked by their learned confidence
 boxes ranked by class likelihood on 2 of 3 seeds (test mAP +2.2, +0.9, −0.7 after 1,500
 updates); at 1× they did not (29.6 vs 29.8, seed 0; notes/detection_tuning.md)."""
 
+VAL_SIZE = 256
+"""Validation scenes the tuning monitor evaluates (at most ``run.eval_examples``): its
+validation reward and mAP, hence the checkpoint choice."""
+
 METRICS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR@100", "recall50",
            "recall50_gt", "boxes_per_image", "gt_per_image")
 """The keys of :func:`evaluate`'s metrics."""
@@ -540,19 +544,19 @@ def tune_from_mle(cfg: Any, model, task: det.DetectionTask,
 def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
                       conf_lr_mult: float = CONF_LR_MULT,
                       cache_dir: str | None = None, progress: bool = False,
-                      on_eval: Callable[[dict[str, Any]], None] | None = None
-                      ) -> dict[str, Any]:
+                      on_eval: Callable[[dict[str, Any]], None] | None = None,
+                      val_size: int = VAL_SIZE) -> dict[str, Any]:
     """The detection notebook's main path, without figures or the slower controls: the shipped
     MLE model (``start``: another shipped checkpoint directory), :func:`tune_from_mle` (best
-    validation mAP kept), and the test metrics of the MLE model (``MLE_RULE``), the tuned model
+    validation mAP on ``val_size`` scenes kept), and the test metrics of the MLE model (``MLE_RULE``), the tuned model
     (``TUNED_RULE``) and its boxes scored by the confidence alone (``TUNED_CONF_RULE``) and by
     class likelihood (``TUNED_CLASS_RULE``). Returns ``{"test": {row: metrics}, "curve",
     "best_step", "tune_seconds", "update_seconds", "mle_steps"}``."""
     pre = pretrained.load_or_pretrain(detection_experiment.RECIPE, cfg, None, path=start,
                                       cache_dir=cache_dir, progress=progress)
     task, model = pre.task, pre.model
-    val_examples, val_batch = split_set(cfg, "validation", min(256, cfg.run.eval_examples),
-                                        cache_dir)
+    val_examples, val_batch = split_set(cfg, "validation",
+                                        min(val_size, cfg.run.eval_examples), cache_dir)
     test_examples, test_batch = split_set(cfg, "test", cfg.run.eval_examples, cache_dir)
     test = {"MLE": evaluate(model, task, test_examples, test_batch, MLE_RULE)[0]}
     run, monitor = tune_from_mle(cfg, model, task, val_examples, val_batch,
@@ -570,9 +574,10 @@ def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
 
 def main(argv: Sequence[str] | None = None) -> None:
     """``python -m rlcv_lib.detection_tuning PRESET WORKDIR SEED [SEED ...] [start=DIR]
-    [conf_lr_mult=X] [key=value ...]``: :func:`tune_and_evaluate` for each seed (scenes cached in
-    ``WORKDIR/scenes_cache`` unless ``cache=DIR``); prints each validation evaluation and each
-    seed's test rows as JSON lines, and writes ``WORKDIR/seed<N>.json``."""
+    [conf_lr_mult=X] [val_size=N] [key=value ...]``: :func:`tune_and_evaluate` for each seed
+    (scenes cached in ``WORKDIR/scenes_cache`` unless ``cache=DIR``; ``val_size``: the
+    monitor's validation scenes, default :data:`VAL_SIZE`); prints each validation evaluation
+    and each seed's test rows as JSON lines, and writes ``WORKDIR/seed<N>.json``."""
     import sys
 
     from rlcv_lib.config import get_config
@@ -582,11 +587,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     pos = [a for a in args if "=" not in a]
     if len(pos) < 3:
         raise SystemExit("usage: python -m rlcv_lib.detection_tuning PRESET WORKDIR SEED "
-                         "[SEED ...] [start=DIR] [cache=DIR] [conf_lr_mult=X] "
+                         "[SEED ...] [start=DIR] [cache=DIR] [conf_lr_mult=X] [val_size=N] "
                          "[section.field=value ...]")
     preset, workdir, *seeds = pos
     start, cache = kv.pop("start", None), kv.pop("cache", None)
     conf_lr_mult = float(kv.pop("conf_lr_mult", CONF_LR_MULT))
+    val_size = int(kv.pop("val_size", VAL_SIZE))
     root = Path(workdir)
     root.mkdir(parents=True, exist_ok=True)
     cache_dir = cache or str(root / "scenes_cache")
@@ -600,8 +606,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                               "eval": record}, default=float), flush=True)
 
         out = tune_and_evaluate(cfg, start=start, conf_lr_mult=conf_lr_mult,
-                                cache_dir=cache_dir, on_eval=show)
-        out |= {"seed": int(seed), "overrides": kv, "start": start, "conf_lr_mult": conf_lr_mult}
+                                cache_dir=cache_dir, on_eval=show, val_size=val_size)
+        out |= {"seed": int(seed), "overrides": kv, "start": start, "conf_lr_mult": conf_lr_mult,
+                "val_size": val_size}
         (root / f"seed{seed}.json").write_text(json.dumps(out, indent=1, default=float))
         for row, metrics in out["test"].items():
             print(json.dumps({"seed": int(seed), "row": row, "best_step": out["best_step"],

@@ -337,8 +337,10 @@ def test_rule_validation():
 
 
 def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys):
-    dt.main(["smoke", str(tmp_path), "3", "tune.num_steps=2", "tune.eval_every=1"])
+    dt.main(["smoke", str(tmp_path), "3", "tune.num_steps=2", "tune.eval_every=1",
+             "val_size=8"])
     out = json.loads((tmp_path / "seed3.json").read_text())
+    assert out["val_size"] == 8
     assert set(out["test"]) == {"MLE", "tuned", "tuned, confidence score", "tuned, class score"}
     assert [r["step"] for r in out["curve"]] == [0, 1, 2]
     assert out["best_step"] in (0, 1, 2) and out["seed"] == 3
