@@ -336,11 +336,19 @@ def test_rule_validation():
         dt.predict_scored(None, None, np.zeros((1, 8, 8, 3)), dt.TUNED_RULE, ("iou",))
 
 
-def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys):
+def test_the_cli_tunes_evaluates_and_writes_each_seed(tmp_path, capsys, monkeypatch):
+    sizes = []
+    split_set = dt.split_set
+
+    def recording_split_set(cfg, split, n, cache_dir):
+        sizes.append((split, n))
+        return split_set(cfg, split, n, cache_dir)
+
+    monkeypatch.setattr(dt, "split_set", recording_split_set)
     dt.main(["smoke", str(tmp_path), "3", "tune.num_steps=2", "tune.eval_every=1",
              "val_size=8"])
     out = json.loads((tmp_path / "seed3.json").read_text())
-    assert out["val_size"] == 8
+    assert out["val_size"] == 8 and ("validation", 8) in sizes  # smoke's default would be 16
     assert set(out["test"]) == {"MLE", "tuned", "tuned, confidence score", "tuned, class score"}
     assert [r["step"] for r in out["curve"]] == [0, 1, 2]
     assert out["best_step"] in (0, 1, 2) and out["seed"] == 3
