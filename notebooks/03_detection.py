@@ -102,8 +102,7 @@ plt.show()
 # the token statistics loses little, and reward tuning could not help it.
 
 # %%
-val_examples, val_batch = dt.split_set(cfg, "validation",
-                                       min(dt.VAL_SIZE, cfg.run.eval_examples), cache_dir)
+val_examples, val_batch = dt.validation_set(cfg, cache_dir)
 control = pre.manifest.get("wrong_image_control")
 if control is None:
     control = detection_experiment.wrong_image_control(mle_model, task, dict(val_batch))

@@ -92,8 +92,9 @@ TUNE_DEFAULTS: dict[str, dict[str, Any]] = {
 1,500 updates of 16 images × N samples (captioning: 400 of 8) at the preset's lr 1e-4, evaluated
 every 250. From the 32,000-update detector over seeds 0, 1, 2 (notes/detection_tuning.md): 16
 images per update gave test mAP +6.9 ± 0.4 over the MLE model against +5.0 ± 0.2 with 8, and
-best validation mAP 52.9 against 52.5 on average, for twice the seconds; lr 3e-5 climbed more
-slowly than 1e-4."""
+best validation mAP 52.9 against 52.5 on average, for twice the seconds (checkpoints chosen on
+256 validation scenes; on :data:`VAL_SIZE` scenes +6.5 ± 0.2); lr 3e-5 and 2e-4, 32 images for
+half the updates and 16 samples of 8 images did no better (seed 0)."""
 
 CONF_LR_MULT = 10.0
 """The confidence readout, re-initialised by :func:`reset_confidence`, learns at this multiple
@@ -221,6 +222,13 @@ def predict(model, task: det.DetectionTask, images: np.ndarray, rule: Rule,
 
 split_set = mle_experiment.split_set
 """The first scenes of a split as examples and one collated batch (capped at the split size)."""
+
+
+def validation_set(cfg: Any, cache_dir: str | None = None, size: int = VAL_SIZE
+                   ) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:
+    """The tuning monitor's validation scenes: the first min(``size``, ``run.eval_examples``)
+    of the split (:func:`split_set`)."""
+    return split_set(cfg, "validation", min(size, cfg.run.eval_examples), cache_dir)
 
 
 def match_counts(prediction: Mapping[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
@@ -561,8 +569,7 @@ def tune_and_evaluate(cfg: Any, *, start: str | Path | None = None,
     pre = pretrained.load_or_pretrain(detection_experiment.RECIPE, cfg, None, path=start,
                                       cache_dir=cache_dir, progress=progress)
     task, model = pre.task, pre.model
-    val_examples, val_batch = split_set(cfg, "validation",
-                                        min(val_size, cfg.run.eval_examples), cache_dir)
+    val_examples, val_batch = validation_set(cfg, cache_dir, val_size)
     test_examples, test_batch = split_set(cfg, "test", cfg.run.eval_examples, cache_dir)
     test = {"MLE": evaluate(model, task, test_examples, test_batch, MLE_RULE)[0]}
     run, monitor = tune_from_mle(cfg, model, task, val_examples, val_batch,

@@ -96,6 +96,14 @@ def test_split_set_is_capped_at_the_split_size(cfg):
     assert len({e["image_id"] for e in examples}) == cfg.world.test_size
 
 
+def test_validation_set_is_the_first_val_size_scenes_within_eval_examples(cfg):
+    examples, _ = dt.validation_set(cfg)
+    assert len(examples) == min(dt.VAL_SIZE, cfg.run.eval_examples, cfg.world.validation_size)
+    few, batch = dt.validation_set(cfg, size=3)
+    assert [e["image_id"] for e in few] == [e["image_id"] for e in examples[:3]]
+    assert len(batch["image"]) == 3
+
+
 def test_count_buckets_cover_one_to_max_without_gaps():
     for m in (1, 4, 6, 12, 30):
         b = dt.count_buckets(m)
