@@ -25,8 +25,8 @@ import numpy as np
 from record import Suite
 
 from rlcv_lib.data import memory, scenes
-from rlcv_lib.rewards.cider import ReferenceCider
-from rlcv_lib.tasks.captioning import EOS, EOS_WORD, CaptioningConfig, CaptioningTask
+from rlcv_lib.tasks.captioning.reward import ReferenceCider
+from rlcv_lib.tasks.captioning.task import EOS, EOS_WORD, CaptioningConfig, CaptioningTask
 
 
 def sample_batch(task: CaptioningTask, captions: list[list[str]], b: int, n: int,

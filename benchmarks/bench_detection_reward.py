@@ -28,9 +28,9 @@ import numpy as np
 from record import Suite
 
 from rlcv_lib.data import coco_export
-from rlcv_lib.rewards import detection_released as R
-from rlcv_lib.rewards.detection import THRESHOLDS, pairwise_iou
-from rlcv_lib.tasks.detection import DetectionConfig, DetectionTask
+from rlcv_lib.tasks.detection import reward_released as R
+from rlcv_lib.tasks.detection.reward import THRESHOLDS, pairwise_iou
+from rlcv_lib.tasks.detection.task import DetectionConfig, DetectionTask
 
 # name -> (max_level, slots, max ground truth, classes): the cpu and gpu detection presets
 SETTINGS = {"cpu": (64, 18, 12, 6), "gpu": (128, 32, 20, 8)}

@@ -90,7 +90,7 @@ def sampler_cell(preset: str, length: int, vocab: int, b: int, n: int, use_cache
     import numpy as np
     from flax import nnx
 
-    from rlcv_lib import sampling
+    from rlcv_lib.core import sampling
     from rlcv_lib.models import MODEL_PRESETS, EncoderDecoder
 
     cfg = dataclasses.replace(MODEL_PRESETS[preset], max_len=length, vocab_size=vocab)

@@ -50,7 +50,7 @@ def run_cell(preset: str, vocab: int, use_cache: bool, length: int, seqs: int, u
     import numpy as np
     from flax import nnx
 
-    from rlcv_lib import sampling
+    from rlcv_lib.core import sampling
     from rlcv_lib.models import MODEL_PRESETS, EncoderDecoder
 
     cfg = dataclasses.replace(MODEL_PRESETS[preset], max_len=length, vocab_size=vocab)
@@ -118,7 +118,7 @@ def detection_bench(world_preset: str, model_preset: str, slots: int, batch_size
 
     from rlcv_lib.data import memory, pipeline, scenes
     from rlcv_lib.models import MODEL_PRESETS, build_model
-    from rlcv_lib.tasks.detection import DETECTION_PRESETS, DetectionTask, class_counts
+    from rlcv_lib.tasks.detection.task import DETECTION_PRESETS, DetectionTask, class_counts
 
     world = scenes.WORLD_PRESETS[world_preset]
     ds = memory.generate_split(world, "train", max(batch_sizes))
@@ -141,7 +141,7 @@ def time_mle(bench: DetectionBench, b: int, repeats: int) -> dict:
     """Seconds per MLE step at batch ``b`` (median of ``repeats``) and the first call."""
     import jax
 
-    from rlcv_lib import steps
+    from rlcv_lib.core import steps
 
     step = steps.make_mle_step(bench.task)
     batch = bench.batch(b)
@@ -167,8 +167,8 @@ def time_rl(bench: DetectionBench, b: int, n: int, repeats: int) -> dict:
     import numpy as np
     from flax import nnx
 
-    from rlcv_lib import reinforce, steps
-    from rlcv_lib.reinforce import RLConfig
+    from rlcv_lib.core import reinforce, steps
+    from rlcv_lib.core.reinforce import RLConfig
 
     task, model, opt = bench.task, bench.model, bench.opt
     rl_cfg = RLConfig(num_samples=n)

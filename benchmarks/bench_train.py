@@ -46,10 +46,10 @@ import numpy as np
 from bench_sampler import detection_bench, record_rl, time_mle, time_rl
 from record import Suite
 
-from rlcv_lib import checkpoint, optim, split_state, steps, train
+from rlcv_lib.core import checkpoint, optim, split_state, steps, train
+from rlcv_lib.core.reinforce import RL_PRESETS
 from rlcv_lib.models import MODEL_PRESETS, build_model
-from rlcv_lib.reinforce import RL_PRESETS
-from rlcv_lib.tasks.toy import SortTask
+from rlcv_lib.tasks.toy.task import SortTask
 
 HERE = Path(__file__).resolve().parent
 
@@ -70,7 +70,7 @@ def fit_loop(step_fn, model, opt, batches, workdir=None, ckpt_every=0):
 def call_overhead(model, opt, repeats: int = 50) -> dict[str, float]:
     """Milliseconds per call of a jitted no-op that takes the model and optimizer: through
     ``nnx.jit`` (graph traversal of both objects on every call) and through ``jax.jit`` over
-    their flat state (:mod:`rlcv_lib.split_state`, what ``fit`` runs when a step has a
+    their flat state (:mod:`rlcv_lib.core.split_state`, what ``fit`` runs when a step has a
     functional form)."""
     from flax import nnx
 

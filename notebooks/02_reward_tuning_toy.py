@@ -33,7 +33,7 @@
 #   \Big(R(x, y_i) - \frac{1}{N-1}\sum_{j \ne i} R(x, y_j)\Big)\nabla_\theta \log p_\theta(y_i|x)$$
 #
 # The same model, sampler, REINFORCE loss and trainer serve every task of this package
-# (`rlcv_lib.steps`, `rlcv_lib.train`); the task supplies tokens, an allowed-token rule and a
+# (`rlcv_lib.core.steps`, `rlcv_lib.core.train`); the task supplies tokens, an allowed-token rule and a
 # reward. MLE is stopped early here on purpose, so that tuning has something to do.
 
 # %% tags=["parameters"]
@@ -55,7 +55,7 @@ print(cfg.toy)
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rlcv_lib import toy_experiment
+from rlcv_lib.tasks.toy import experiment as toy_experiment
 
 result = toy_experiment.run(cfg.toy, seed=ctx.seed, progress=cfg.run.progress)
 
@@ -110,7 +110,7 @@ for k in ("sampled_reward", "greedy_reward", "greedy_exact"):
 # A few held-out images with the greedy output after tuning:
 
 # %%
-from rlcv_lib import steps as steps_lib
+from rlcv_lib.core import steps as steps_lib
 
 tokens = np.asarray(steps_lib.make_eval_fn(result.task)(result.model, result.heldout))
 fig, axes = plt.subplots(1, 4, figsize=(8, 2.6))

@@ -30,7 +30,7 @@
 # scratch) with its learning curve and the wrong-image control; (2) its evaluation on the test
 # split; (3) reward tuning, with validation reward and mAP during tuning; (4) the tuned model's
 # evaluation and the control rows; (5) recall by object count, before/after panels and the
-# reward–mAP correlation. The logic lives in `rlcv_lib.detection_tuning`.
+# reward–mAP correlation. The logic lives in `rlcv_lib.tasks.detection.tune`.
 
 # %% tags=["parameters"]
 preset = "cpu"     # smoke | cpu | gpu | paper
@@ -53,8 +53,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from flax import nnx
 
-from rlcv_lib import detection_experiment, pretrained, tuning
-from rlcv_lib import detection_tuning as dt
+from rlcv_lib.core import shipped as pretrained
+from rlcv_lib.core import tune as tuning
+from rlcv_lib.tasks.detection import pretrain as detection_experiment
+from rlcv_lib.tasks.detection import tune as dt
 
 cfg = tuning.with_task_defaults(ctx.config, dt.TUNE_DEFAULTS, overrides)  # detection's tuning
 print(cfg.detection, cfg.rl, cfg.tune, sep="\n")

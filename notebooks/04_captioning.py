@@ -21,7 +21,7 @@
 # likelihood (MLE) learns to predict the next word of a reference caption; it is then tuned
 # with REINFORCE to maximise **CIDEr-D**, the metric it is judged by: the tf-idf weighted n-gram
 # (n = 1..4) agreement of a caption with the image's five reference captions, with a length
-# penalty. The reward is computed for every sampled caption (`rlcv_lib.rewards.cider`, equal to
+# penalty. The reward is computed for every sampled caption (`rlcv_lib.tasks.captioning.reward`, equal to
 # pycocoevalcap's scorer, with document frequencies fixed from the training references).
 #
 # Two baselines for the advantage of each sampled caption are compared, on copies of the same
@@ -55,9 +55,9 @@ import time
 import jax
 import matplotlib.pyplot as plt
 
-from rlcv_lib import captioning_tuning as ct
-from rlcv_lib import pretrained
-from rlcv_lib.captioning_experiment import RECIPE
+from rlcv_lib.core import shipped as pretrained
+from rlcv_lib.tasks.captioning import tune as ct
+from rlcv_lib.tasks.captioning.pretrain import RECIPE
 
 cfg = ct.experiment_config(ctx.config, overrides)
 settings = ct.EVAL_PRESETS[ctx.preset]

@@ -1,4 +1,4 @@
-"""Presets: named, typed, documented configurations (DESIGN §4).
+"""Presets: named, typed, documented configurations (docs/design.md §4).
 
 A resolved configuration is a frozen :class:`Config` made of *sections*, one per part of the
 package (``run``, ``world``, ``model``, ``train``, tasks, ...). Each section is a frozen
@@ -11,7 +11,8 @@ dataclass owned by the module that uses it, together with a table of its values 
         ...
     WORLD_PRESETS = {"smoke": WorldConfig(image_size=32), "cpu": WorldConfig(), ...}
 
-and registered here in :data:`SECTIONS` by its import path. Sections are imported lazily, so a
+and registered here in :data:`CORE_SECTIONS` (a task's own section: in its spec, see
+:mod:`rlcv_lib.tasks`) by its import path. Sections are imported lazily, so a
 missing optional dependency of one section never breaks the others.
 
 The four presets:
@@ -62,17 +63,44 @@ RUN_PRESETS: dict[str, RunConfig] = {
 }
 
 # section name -> (module, dataclass name, presets table name). Sections are imported lazily.
-SECTIONS: dict[str, tuple[str, str, str]] = {
+# Each task adds its own section, named after it, from its spec (rlcv_lib.tasks).
+CORE_SECTIONS: dict[str, tuple[str, str, str]] = {
     "run": ("rlcv_lib.config", "RunConfig", "RUN_PRESETS"),
     "model": ("rlcv_lib.models", "ModelConfig", "MODEL_PRESETS"),
-    "rl": ("rlcv_lib.reinforce", "RLConfig", "RL_PRESETS"),
+    "rl": ("rlcv_lib.core.reinforce", "RLConfig", "RL_PRESETS"),
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
-    "train": ("rlcv_lib.train", "TrainConfig", "TRAIN_PRESETS"),  # MLE pretraining
-    "tune": ("rlcv_lib.train", "TrainConfig", "TUNE_PRESETS"),  # reward tuning
-    "detection": ("rlcv_lib.tasks.detection", "DetectionConfig", "DETECTION_PRESETS"),
-    "captioning": ("rlcv_lib.tasks.captioning", "CaptioningConfig", "CAPTIONING_PRESETS"),
-    "toy": ("rlcv_lib.toy_experiment", "ToyConfig", "TOY_PRESETS"),
+    "train": ("rlcv_lib.core.train", "TrainConfig", "TRAIN_PRESETS"),  # MLE pretraining
+    "tune": ("rlcv_lib.core.train", "TrainConfig", "TUNE_PRESETS"),  # reward tuning
 }
+
+
+def all_sections() -> dict[str, tuple[str, str, str]]:
+    """Every section: the core ones, then one per task of :data:`rlcv_lib.tasks.NAMES`."""
+    from rlcv_lib import tasks
+
+    out = dict(CORE_SECTIONS)
+    for name in tasks.NAMES:
+        module, cls, table = tasks.get(name).section.split(":")
+        out[name] = (module, cls, table)
+    return out
+
+
+TUNING = "tuning"
+"""Metadata key of a field that only reward tuning and evaluation read (:func:`tuning_field`)."""
+
+
+def tuning_field(default: Any) -> Any:
+    """A task config field read only by reward tuning and evaluation (a validation size, the
+    metric that chooses the checkpoint, ...). MLE does not depend on it, so it is left out of
+    the hash a shipped MLE checkpoint is matched by (``Config.hash(mle_only=True)``)."""
+    return dataclasses.field(default=default, metadata={TUNING: True})
+
+
+def mle_fields(section: Any) -> dict[str, Any]:
+    """The fields of a section dataclass that MLE depends on (all but its tuning fields)."""
+    values = dataclasses.asdict(section)
+    return {f.name: values[f.name] for f in dataclasses.fields(section)
+            if not f.metadata.get(TUNING)}
 
 
 class ConfigError(ValueError):
@@ -85,6 +113,8 @@ class Config:
 
     preset: str
     sections: types.MappingProxyType
+    task: str | None = None
+    """The task it was resolved for (:func:`get_config`'s ``task``), if any."""
 
     def __getattr__(self, name: str) -> Any:
         sections = object.__getattribute__(self, "sections")
@@ -100,23 +130,48 @@ class Config:
         return dataclasses.replace(
             self, sections=types.MappingProxyType({**self.sections, **sections}))
 
+    def override(self, overrides: Mapping[str, Any]) -> Config:
+        """A copy with ``overrides`` applied (dotted or unambiguous bare names, checked and
+        coerced against each field's type, as :func:`get_config` does)."""
+        resolved = dict(self.sections)
+        changes: dict[str, dict[str, Any]] = {}
+        for key, value in overrides.items():
+            section, field = _split_key(key, resolved)
+            f = next(f for f in dataclasses.fields(resolved[section]) if f.name == field)
+            changes.setdefault(section, {})[field] = _coerce(type(resolved[section]), f, value,
+                                                             key)
+        for section, kv in changes.items():
+            resolved[section] = dataclasses.replace(resolved[section], **kv)
+        return dataclasses.replace(self, sections=types.MappingProxyType(resolved))
+
     def to_dict(self) -> dict[str, Any]:
         return {"preset": self.preset,
                 **{k: dataclasses.asdict(v) for k, v in sorted(self.sections.items())}}
 
-    def hash(self, *extra: Any, sections: tuple[str, ...] | None = None) -> str:
-        """Short stable hash of (some) sections plus ``extra`` values, for cache keys."""
+    def hash(self, *extra: Any, sections: tuple[str, ...] | None = None,
+             mle_only: bool = False) -> str:
+        """Short stable hash of (some) sections plus ``extra`` values, for cache keys;
+        ``mle_only`` leaves out the tuning fields (:func:`tuning_field`)."""
         d = self.to_dict()
+        if mle_only:
+            d = {k: v if k == "preset" else mle_fields(self.sections[k]) for k, v in d.items()}
         if sections is not None:
             d = {k: d[k] for k in sections}
         blob = json.dumps([d, list(extra)], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _section(name: str) -> tuple[type, Mapping[str, Any]]:
-    module_name, cls_name, table_name = SECTIONS[name]
-    module = importlib.import_module(module_name)
-    return getattr(module, cls_name), getattr(module, table_name)
+def _section(name: str, task: str | None = None) -> tuple[type, Mapping[str, Any]]:
+    module_name, cls_name, table_name = all_sections()[name]
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    table = getattr(importlib.import_module(module_name), table_name)
+    if task is not None:
+        from rlcv_lib import tasks
+
+        own = tasks.get(task).shared_presets.get(name)
+        if own is not None:
+            table = tasks.resolve(own)
+    return cls, table
 
 
 def _coerce(cls: type, field: dataclasses.Field, value: Any, where: str) -> Any:
@@ -172,34 +227,36 @@ def _split_key(key: str, sections: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def get_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None,
-               sections: tuple[str, ...] | None = None) -> Config:
+               sections: tuple[str, ...] | None = None, task: str | None = None) -> Config:
     """Resolves a preset, with optional overrides, into a frozen :class:`Config`.
 
     Args:
       preset: one of :data:`PRESETS`.
       overrides: ``{"model.num_layers": 2, "seed": 1}``; dotted or unambiguous bare names.
       sections: the sections to resolve (default: all registered ones).
+      task: resolve for this task (a name of :data:`rlcv_lib.tasks.NAMES`): shared sections
+        for which the task declares its own presets (e.g. ``tune``) take the task's values.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {list(PRESETS)}")
-    names = tuple(SECTIONS) if sections is None else sections
+    known = all_sections()
+    if task is not None:
+        from rlcv_lib import tasks
+
+        if task not in tasks.NAMES:
+            raise ConfigError(f"unknown task {task!r}; choose one of {list(tasks.NAMES)}")
+    names = tuple(known) if sections is None else sections
     for name in names:
-        if name not in SECTIONS:
-            raise ConfigError(f"unknown config section {name!r}; sections: {sorted(SECTIONS)}")
+        if name not in known:
+            raise ConfigError(f"unknown config section {name!r}; sections: {sorted(known)}")
     resolved: dict[str, Any] = {}
     for name in names:
-        cls, table = _section(name)
+        cls, table = _section(name, task)
         if preset not in table:
             raise ConfigError(f"section {name!r} has no values for preset {preset!r}")
         resolved[name] = table[preset]
-    changes: dict[str, dict[str, Any]] = {}
-    for key, value in (overrides or {}).items():
-        section, field = _split_key(key, resolved)
-        f = next(f for f in dataclasses.fields(resolved[section]) if f.name == field)
-        changes.setdefault(section, {})[field] = _coerce(type(resolved[section]), f, value, key)
-    for section, kv in changes.items():
-        resolved[section] = dataclasses.replace(resolved[section], **kv)
-    return Config(preset=preset, sections=types.MappingProxyType(resolved))
+    return Config(preset=preset, sections=types.MappingProxyType(resolved),
+                  task=task).override(overrides or {})
 
 
 def describe(cfg: Config) -> str:

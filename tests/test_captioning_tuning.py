@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import captioning_experiment as cx
-from rlcv_lib import captioning_tuning as ct
 from rlcv_lib.config import get_config
-from rlcv_lib.history import History
-from rlcv_lib.tasks import captioning as cap
+from rlcv_lib.core.history import History
+from rlcv_lib.tasks.captioning import pretrain as cx
+from rlcv_lib.tasks.captioning import task as cap
+from rlcv_lib.tasks.captioning import tune as ct
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +211,7 @@ def test_evaluate_models_decodes_every_model_the_same_way(pre, val):
 
 
 def test_both_baselines_run_change_the_model_and_choose_on_validation(pre, tuned, cfg):
-    from rlcv_lib import checkpoint
+    from rlcv_lib.core import checkpoint
 
     finals = {}
     for name, baseline in ct.BASELINES.items():
@@ -326,7 +326,7 @@ def test_seed_spread_command_prints_one_row_per_model_and_decoding(pre, tmp_path
                                                                    monkeypatch):
     import json
 
-    from rlcv_lib import pretrained
+    from rlcv_lib.core import shipped as pretrained
 
     started = {}
 

@@ -13,9 +13,9 @@ import pytest
 from flax import nnx
 
 import rlcv_lib
-from rlcv_lib import checkpoint, optim
 from rlcv_lib.config import get_config
-from rlcv_lib.train import TrainConfig
+from rlcv_lib.core import checkpoint, optim
+from rlcv_lib.core.train import TrainConfig
 
 # A refused restore leaves an orbax coroutine that is garbage-collected (with a warning) later.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

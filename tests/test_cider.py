@@ -7,8 +7,8 @@ from hypothesis import strategies as st
 from pycocoevalcap.cider.cider import Cider
 
 from rlcv_lib.data import memory, scenes
-from rlcv_lib.rewards import cider
-from rlcv_lib.rewards.cider import CiderD, ReferenceCider
+from rlcv_lib.tasks.captioning import reward as cider
+from rlcv_lib.tasks.captioning.reward import CiderD, ReferenceCider
 
 FIXTURE_REFS = [
     ["a red circle above a blue square", "one red disc and one blue block",

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from rlcv_lib import detection_experiment as dx
 from rlcv_lib.config import get_config
 from rlcv_lib.data import pipeline, sources
-from rlcv_lib.tasks import detection as det
+from rlcv_lib.tasks.detection import pretrain as dx
+from rlcv_lib.tasks.detection import task as det
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_wrong_image_control(task, run):
 
 
 def test_kind_nll_is_the_mean_teacher_forced_nll(task, run):
-    from rlcv_lib import sampling
+    from rlcv_lib.core import sampling
 
     result, _ = run
     images = result.val_batch["image"][:4]

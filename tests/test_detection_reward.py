@@ -10,9 +10,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from rlcv_lib.data import coco_export
-from rlcv_lib.rewards import detection as D
-from rlcv_lib.rewards import detection_released as R
-from rlcv_lib.tasks.detection import DetectionConfig, DetectionTask
+from rlcv_lib.tasks.detection import reward as D
+from rlcv_lib.tasks.detection import reward_released as R
+from rlcv_lib.tasks.detection.task import DetectionConfig, DetectionTask
 
 THR = np.asarray(D.THRESHOLDS)
 RELEASED_WEIGHTS = np.array([1, 0, 2, 0, 2, 0, 0, 3, 0, 2]) / 10  # on 0.5, 0.55, ..., 0.95

@@ -7,10 +7,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlcv_lib import config, reinforce
+from rlcv_lib import config
+from rlcv_lib.core import reinforce
 from rlcv_lib.data import scenes
 from rlcv_lib.tasks import check_task
-from rlcv_lib.tasks.detection import (
+from rlcv_lib.tasks.detection.task import (
     CONF_HIGH,
     CONF_LOW,
     COORD_OFFSET,
@@ -357,9 +358,9 @@ def test_core_steps_run_on_the_detection_task():
     import optax
     from flax import nnx
 
-    from rlcv_lib import sampling, steps
+    from rlcv_lib.core import sampling, steps
+    from rlcv_lib.core.reinforce import RLConfig
     from rlcv_lib.models import MODEL_SIZES, build_model
-    from rlcv_lib.reinforce import RLConfig
 
     world = scenes.WORLD_PRESETS["smoke"]
     task = DetectionTask.for_world(DETECTION_PRESETS["smoke"], world,

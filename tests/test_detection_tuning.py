@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import detection_tuning as dt
-from rlcv_lib import sampling
 from rlcv_lib.config import get_config
+from rlcv_lib.core import sampling
 from rlcv_lib.models import build_model
-from rlcv_lib.tasks import detection as det
+from rlcv_lib.tasks.detection import task as det
+from rlcv_lib.tasks.detection import tune as dt
 
 
 @pytest.fixture(scope="module")
@@ -284,7 +284,7 @@ def test_continue_mle_trains_a_copy(cfg, model, task):
 
 
 def test_update_seconds_uses_the_median_rate():
-    from rlcv_lib.history import History
+    from rlcv_lib.core.history import History
 
     h = History()
     h.append({"kind": "eval", "step": 0, "mAP": 0.0})

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from rlcv_lib.history import History, read
+from rlcv_lib.core.history import History, read
 
 
 def test_round_trip_with_numpy_and_nonfinite_values(tmp_path):

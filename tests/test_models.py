@@ -120,7 +120,7 @@ BLOCK = {768: 4 * (768 ** 2 + 768) + 2 * 768 * 3072 + 3072 + 768 + 4 * 768,
 def test_paper_configs_pass_eval_shape(name):
     """Init, a teacher-forced loss with its gradient, a KV-cache step and the sampler loop,
     all abstract (never compiled on the CPU)."""
-    from rlcv_lib import sampling
+    from rlcv_lib.core import sampling
     cfg = MODEL_SIZES[name]
     abstract = nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import optim
-from rlcv_lib.train import TrainConfig
+from rlcv_lib.core import optim
+from rlcv_lib.core.train import TrainConfig
 
 BASE = TrainConfig(lr=1e-2, warmup_steps=10, num_steps=110, grad_clip_norm=0.0)
 

@@ -13,13 +13,13 @@ import jax
 import numpy as np
 import pytest
 
-from rlcv_lib import parallel
+from rlcv_lib.core import parallel
 
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
-    from rlcv_lib import optim, parallel, train
+    from rlcv_lib.core import optim, parallel, train
 
     assert jax.device_count() == 8, jax.devices()
 

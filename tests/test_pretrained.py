@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import checkpoint, pretrained
 from rlcv_lib.config import get_config
-from rlcv_lib.detection_experiment import RECIPE
+from rlcv_lib.core import checkpoint
+from rlcv_lib.core import shipped as pretrained
+from rlcv_lib.tasks.detection.pretrain import RECIPE
 
 
 def _cfg(**extra):

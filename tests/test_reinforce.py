@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlcv_lib import reinforce
-from rlcv_lib.reinforce import RLConfig
+from rlcv_lib.core import reinforce
+from rlcv_lib.core.reinforce import RLConfig
 
 A, T = 3, 2
 SEQS = jnp.array(list(itertools.product(range(A), repeat=T)))  # [9,2]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import sampling
+from rlcv_lib.core import sampling
 from rlcv_lib.models import MODEL_SIZES, EncoderDecoder
 
 PAD, EOS, V, L, SLOT = 0, 1, 7, 8, 3

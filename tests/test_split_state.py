@@ -6,7 +6,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rlcv_lib import split_state
+from rlcv_lib.core import split_state
 
 
 class Tiny(nnx.Module):

@@ -9,10 +9,10 @@ import optax
 import pytest
 from flax import nnx
 
-from rlcv_lib import sampling, steps
+from rlcv_lib.core import sampling, steps
+from rlcv_lib.core.reinforce import RLConfig
 from rlcv_lib.models import MODEL_SIZES, build_model
-from rlcv_lib.reinforce import RLConfig
-from rlcv_lib.tasks.toy import SortTask
+from rlcv_lib.tasks.toy.task import SortTask
 
 TASK = SortTask()
 CFG = dataclasses.replace(MODEL_SIZES["tiny"], enc_depth=2)

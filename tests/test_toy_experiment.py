@@ -4,8 +4,8 @@ import dataclasses
 
 import numpy as np
 
-from rlcv_lib import toy_experiment
 from rlcv_lib.config import get_config
+from rlcv_lib.tasks.toy import experiment as toy_experiment
 
 
 def test_run_smoke_records_both_phases():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rlcv_lib.tasks import check_task
-from rlcv_lib.tasks.toy import EOS, PAD, SortTask
+from rlcv_lib.tasks.toy.task import EOS, PAD, SortTask
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The training loop: exact resume, NaN stop with a good checkpoint kept, history, no per-step
 sync. A tiny MLP regression with a noisy target (so the per-step rng matters) stands in for
-the real models; its step has the shape of ``rlcv_lib.steps``."""
+the real models; its step has the shape of ``rlcv_lib.core.steps``."""
 
 import dataclasses
 import os
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import checkpoint, optim, train
-from rlcv_lib.history import read
+from rlcv_lib.core import checkpoint, optim, train
+from rlcv_lib.core.history import read
 
 CFG = dataclasses.replace(train.TRAIN_PRESETS["smoke"], lr=3e-2, warmup_steps=2,
                           grad_accum_steps=2, batch_size=8, num_steps=4)
@@ -206,10 +206,10 @@ def test_fresh_start_refuses_a_used_workdir(tmp_path):
 
 @pytest.fixture(scope="module")
 def toy():
-    from rlcv_lib import steps
+    from rlcv_lib.core import steps
+    from rlcv_lib.core.reinforce import RL_PRESETS
     from rlcv_lib.models import MODEL_PRESETS, build_model
-    from rlcv_lib.reinforce import RL_PRESETS
-    from rlcv_lib.tasks.toy import SortTask
+    from rlcv_lib.tasks.toy.task import SortTask
 
     task = SortTask(max_numbers=4, image_size=MODEL_PRESETS["smoke"].image_size)
     tcfg = dataclasses.replace(train.TRAIN_PRESETS["smoke"], lr=3e-3, warmup_steps=1)
@@ -290,7 +290,7 @@ KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, sys.argv[2])
 import test_train as T
-from rlcv_lib import train
+from rlcv_lib.core import train
 
 def step(model, optimizer, batch, rng):
     if int(optimizer.step.value) == 5:  # the 6th call: SIGKILL, no cleanup of any kind

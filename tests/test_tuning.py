@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import captioning_experiment, detection_experiment, tuning
 from rlcv_lib.config import get_config
+from rlcv_lib.core import tune as tuning
 from rlcv_lib.models import build_model
+from rlcv_lib.tasks.captioning import pretrain as captioning_experiment
+from rlcv_lib.tasks.detection import pretrain as detection_experiment
 
 
 def _cfg(baseline="loo"):
@@ -60,7 +62,7 @@ def test_task_defaults_apply_per_preset_unless_the_user_overrode_them():
 
 
 def test_detection_tunes_for_its_own_cpu_length():
-    from rlcv_lib import detection_tuning
+    from rlcv_lib.tasks.detection import tune as detection_tuning
 
     cpu = get_config("cpu")
     cfg = tuning.with_task_defaults(cpu, detection_tuning.TUNE_DEFAULTS)

@@ -9,7 +9,7 @@ and randomness are pure functions of (seed, step) and a run resumed from the che
 
 A step function may also offer ``step_fn.functional(model, optimizer) ->
 steps.FunctionalStep(state, step, write_back)``, the same update over the flat state of
-``(model, optimizer)`` (both core steps do; :mod:`rlcv_lib.split_state`). ``fit`` then keeps
+``(model, optimizer)`` (both core steps do; :mod:`rlcv_lib.core.split_state`). ``fit`` then keeps
 that state between steps and writes it back into the live objects before an evaluation, a
 checkpoint and its return, which saves ``nnx.jit``'s graph traversal on every step.
 
@@ -48,8 +48,8 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from rlcv_lib import checkpoint, parallel
-from rlcv_lib.history import History
+from rlcv_lib.core import checkpoint, parallel
+from rlcv_lib.core.history import History
 
 StepFn = Callable[[nnx.Module, nnx.Optimizer, Any, jax.Array], Mapping[str, Any]]
 BatchFn = Callable[[int], Any]
@@ -187,7 +187,7 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
         there are no checkpoints.
       resume: continue from the latest checkpoint in ``workdir`` if there is one (False:
         refuse a workdir that holds checkpoints).
-      mesh: data-parallel mesh (:mod:`rlcv_lib.parallel`): state is replicated over it and
+      mesh: data-parallel mesh (:mod:`rlcv_lib.core.parallel`): state is replicated over it and
         each batch's array leaves are sharded on their leading axis. None: leave placement
         to JAX (one device).
       steps_per_update: calls per optimizer update (gradient accumulation); records then also

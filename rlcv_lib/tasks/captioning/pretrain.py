@@ -1,11 +1,11 @@
 """Captioning MLE pretraining on the scenes world, its validation curve and the wrong-image control.
 
 The glue between the scenes data (:mod:`rlcv_lib.data`), the captioning task
-(:mod:`rlcv_lib.tasks.captioning`), the core MLE step and the trainer::
+(:mod:`rlcv_lib.tasks.captioning.task`), the core MLE step and the trainer::
 
-    cfg = get_config("cpu", overrides={"train.num_steps": 3000})
-    run = pretrain(cfg, "runs/cap_mle")          # fit() with a validation CIDEr-D curve
-    control = wrong_image_control(run.model, run.task, run.val_batch)
+    cfg = get_config("cpu", overrides={"train.num_steps": 3000}, task="captioning")
+    run = core.pretrain.pretrain(RECIPE, cfg, "runs/cap_mle")   # with a validation CIDEr-D curve
+    control = core.evaluate.wrong_image_control(RECIPE, run.model, run.task, run.val.batch)
 
 * **Batches** (:func:`make_batch_fn`): step ``s`` is ``Loader.batch(s)`` plus ``tokens`` int32
   [B,L]: example ``i`` is trained on its caption ``k = default_rng([seed, s, i]).integers(M)``
@@ -15,7 +15,8 @@ The glue between the scenes data (:mod:`rlcv_lib.data`), the captioning task
   scored two ways: ``reward`` is the task's fast CIDEr-D (training-set document frequencies, the
   RL reward) and ``CIDEr-D``/``BLEU-4``/``ROUGE-L`` are pycocoevalcap's (``task.evaluate``,
   corpus mode), plus the mean caption length and the teacher-forced NLL per word class.
-* **Wrong-image control** (DESIGN §8, :func:`wrong_image_control`): validation NLL per word class
+* **Wrong-image control** (docs/design.md §8.4,
+  :func:`rlcv_lib.core.evaluate.wrong_image_control`): validation NLL per word class
   (:data:`WORD_CLASSES`: colour, count, shape, relation, other, EOS) of each image's first
   reference, with the true images and with the images rolled by one within the batch. A model
   that reads the image loses much more on colour, count and shape words with the wrong image
@@ -24,16 +25,15 @@ The glue between the scenes data (:mod:`rlcv_lib.data`), the captioning task
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib import mle_experiment, steps
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import pretrain as mle
 from rlcv_lib.data import captions as captions_lib
 from rlcv_lib.data import palette, pipeline
-from rlcv_lib.tasks import captioning as cap
+from rlcv_lib.tasks.captioning import task as cap
 
 COLOUR_WORDS = frozenset(palette.COLOR_NAMES)
 COUNT_WORDS = frozenset(captions_lib.NUMBER_WORDS)
@@ -78,14 +78,6 @@ def make_batch_fn(task: cap.CaptioningTask, loader: pipeline.Loader, seed: int):
     return batch_fn
 
 
-def greedy_tokens(model, task: cap.CaptioningTask, images: np.ndarray, chunk: int = 256
-                  ) -> np.ndarray:
-    """int32 [B,L]: greedy captions of ``images`` [B,H,W,3] (the shared decode rule)."""
-    greedy = steps.make_eval_fn(task)
-    return np.concatenate([np.asarray(greedy(model, {"image": jnp.asarray(images[lo:lo + chunk])}))
-                           for lo in range(0, len(images), chunk)])
-
-
 def word_class_masks(task: cap.CaptioningTask, tokens: np.ndarray) -> dict[str, np.ndarray]:
     """bool [B,L] per class of :data:`WORD_CLASSES` for target ``tokens`` [B,L]: the word
     classes by vocabulary lookup, ``eos`` the EOS token; PAD positions belong to none."""
@@ -109,42 +101,26 @@ def truth_tokens(task: cap.CaptioningTask, batch: dict[str, np.ndarray], index: 
     return np.stack([task.tokenize({"captions": c}, index) for c in batch["captions"]])
 
 
-def make_evaluator(task: cap.CaptioningTask, examples: list[dict[str, Any]],
-                   val_batch: dict[str, np.ndarray]):
+def make_evaluator(task: cap.CaptioningTask, val: ev.Split):
     """``fn(model, step) -> {reward, CIDEr-D, BLEU-4, ROUGE-L, empty, words, nll_*}`` of greedy
     captions of the validation images (CIDEr-D and BLEU-4 as pycocoevalcap returns them, not
     ×100)."""
-    truth = truth_tokens(task, val_batch)
+    truth = truth_tokens(task, val.batch)
+    masks = word_class_masks(task, truth)
 
     def evaluate(model, step: int = 0) -> dict[str, float]:
-        tokens = greedy_tokens(model, task, val_batch["image"])  # [B,L]
-        reward, aux = task.reward(tokens[:, None], val_batch)
-        metrics = task.evaluate([task.detokenize(t) for t in tokens], examples)
-        nll = class_nll(model, task, val_batch["image"], truth)
+        tokens = ev.decode(model, task, val.batch["image"])  # [B,L]
+        reward, aux = task.reward(tokens[:, None], val.batch)
+        metrics = task.evaluate([task.detokenize(t) for t in tokens], val.examples)
+        nll = ev.masked_nll(model, task, val.batch["image"], truth, masks)
         return ({"reward": float(reward.mean()), "words": float(aux["caption_words"])}
                 | metrics | {f"nll_{k}": v for k, v in nll.items()})
 
     return evaluate
 
 
-def class_nll(model, task: cap.CaptioningTask, images: np.ndarray, tokens: np.ndarray,
-              chunk: int = 256) -> dict[str, float]:
-    """Mean teacher-forced NLL (nats per token) of ``tokens`` [B,L] given ``images``, per class
-    of :func:`word_class_masks`, under the task's mask."""
-    return mle_experiment.kind_nll(RECIPE, model, task, images, tokens, chunk)
-
-
-RECIPE = mle_experiment.Recipe(
+RECIPE = mle.Recipe(
     name="captioning", make_task=make_task, make_batch_fn=make_batch_fn,
     make_evaluator=make_evaluator, truth_tokens=truth_tokens, token_masks=word_class_masks)
-"""Captioning's part of :mod:`rlcv_lib.mle_experiment` (its control reads each image's first
+"""Captioning's part of :mod:`rlcv_lib.core.pretrain` (its control reads each image's first
 reference)."""
-
-validation_set = mle_experiment.validation_set
-PretrainResult = mle_experiment.PretrainResult
-pretrain = functools.partial(mle_experiment.pretrain, RECIPE)
-restore_model = functools.partial(mle_experiment.restore_model, RECIPE)
-wrong_image_control = functools.partial(mle_experiment.wrong_image_control, RECIPE)
-
-if __name__ == "__main__":
-    mle_experiment.main(RECIPE)

@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules, built from a :class:`rlcv_lib.train.TrainConfig`.
+"""Optimisers and learning-rate schedules, built from a :class:`rlcv_lib.core.train.TrainConfig`.
 
 The update rule follows the authors' big_vision code (``big_vision/optax.py``, ``make``)::
 
@@ -28,7 +28,7 @@ import optax
 from flax import nnx
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rlcv_lib.train import TrainConfig
+    from rlcv_lib.core.train import TrainConfig
 
 
 def schedule_multiplier(cfg: TrainConfig) -> Callable[[jax.Array], jax.Array]:

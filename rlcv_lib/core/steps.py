@@ -2,9 +2,9 @@
 
 Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this)::
 
-    from rlcv_lib import steps
+    from rlcv_lib.core import steps
     from rlcv_lib.models import build_model, MODEL_PRESETS
-    from rlcv_lib.reinforce import RL_PRESETS
+    from rlcv_lib.core.reinforce import RL_PRESETS
 
     model = build_model(MODEL_PRESETS["cpu"], task, seed=0)     # nnx.Module
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)          # flax 0.12
@@ -22,7 +22,7 @@ Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this):
   ignores it). Data order and rng are the caller's: pure functions of (seed, step).
 * Both steps update ``model`` and ``optimizer`` in place (``nnx.jit`` inside). Both also have
   ``step.functional(model, optimizer) -> FunctionalStep(state, step, write_back)``: the same
-  update over the flat state of ``(model, optimizer)`` (:mod:`rlcv_lib.split_state`), without
+  update over the flat state of ``(model, optimizer)`` (:mod:`rlcv_lib.core.split_state`), without
   ``nnx.jit``'s per-call graph traversal; ``train.fit`` uses it when a step has it. The RL step runs
   the jitted sampler, then the task's reward on the host (NumPy), then the jitted update: the
   metrics it returns are already on the host side of that sync.
@@ -55,9 +55,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from rlcv_lib import reinforce, sampling, split_state
-from rlcv_lib.reinforce import RLConfig
-from rlcv_lib.tasks import base
+from rlcv_lib.core import reinforce, sampling, split_state
+from rlcv_lib.core import task as base
+from rlcv_lib.core.reinforce import RLConfig
 
 Metrics = dict[str, jax.Array]
 
@@ -79,7 +79,7 @@ def _batch_arrays(batch: dict, *keys: str) -> list[jax.Array]:
 
 class FunctionalStep(NamedTuple):
     """A step's functional form over the flat state of ``(model, optimizer)``
-    (:mod:`rlcv_lib.split_state`): ``state`` is the initial flat state, ``step(state, batch,
+    (:mod:`rlcv_lib.core.split_state`): ``state`` is the initial flat state, ``step(state, batch,
     rng) -> (state, metrics)`` the same update as the in-place step, and ``write_back(state)``
     puts a state into the live objects."""
 
@@ -294,10 +294,12 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
 # Evaluation helpers
 
 
-def make_eval_fn(task: Any, method: str = "greedy", beam_size: int = 4):
+def make_eval_fn(task: Any, method: str = "greedy", beam_size: int = 4,
+                 spec: sampling.DecodeSpec | None = None):
     """``fn(model, batch) -> tokens int32 [B,L]``: the decode rule shared by MLE and tuned
-    models (greedy under the task's mask, or the best beam)."""
-    spec = sampling.DecodeSpec.for_task(task)
+    models (greedy under the task's mask, or the best beam); ``spec`` replaces the task's own
+    decoding settings (e.g. a stricter allowed-token rule)."""
+    spec = sampling.DecodeSpec.for_task(task) if spec is None else spec
     if method == "greedy":
         fn = lambda m, x: sampling.greedy_jit(m, x, spec).tokens[:, 0]  # noqa: E731
     elif method == "beam":

@@ -17,11 +17,11 @@ No BOS: the decoder starts from a learned vector. A caption of ``w`` words token
 ``w`` word ids, EOS, PAD..., truncated to ``max_len - 1`` words. Detokenizing joins the words
 before the first EOS with single spaces (PAD skipped, UNK written ``<unk>``).
 
-**Allowed tokens** (part of the policy; consistent with :mod:`rlcv_lib.sampling`): after EOS
+**Allowed tokens** (part of the policy; consistent with :mod:`rlcv_lib.core.sampling`): after EOS
 or PAD only PAD; otherwise every word (UNK included) and EOS, except that position 0 takes a
 word (no empty caption) and position ``max_len - 1`` takes EOS.
 
-**Reward**: CIDEr-D (:mod:`rlcv_lib.rewards.cider`) of each sample against its image's
+**Reward**: CIDEr-D (:mod:`rlcv_lib.tasks.captioning.reward`) of each sample against its image's
 references (``batch["captions"]``, [B][M] strings, normalised as above), with document
 frequencies and ``log(#images)`` fixed from the training references. With ``score_eos``
 (the SCST convention) every reference, training reference and emitted EOS carries a final
@@ -56,7 +56,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib.rewards import cider
+from rlcv_lib.config import ConfigError, tuning_field
+from rlcv_lib.tasks.captioning import reward as cider
 
 PAD, EOS, UNK = 0, 1, 2
 FIRST_WORD = 3
@@ -82,14 +83,33 @@ class CaptioningConfig:
     """Score EOS as a final word ``<eos>`` in the reward (SCST); the judge never does."""
     java_metrics: bool = True
     """With a ``java`` binary: PTB-tokenize before scoring and add METEOR to evaluate."""
+    # Tuning and evaluation (docs/design.md §8); not part of what MLE produces, so not in a
+    # shipped checkpoint's config hash.
+    val_size: int = tuning_field(256)
+    """Validation images scored at every tuning evaluation (the curve and the checkpoint
+    choice); the test rows and the reward distribution use ``run.eval_examples``."""
+    select_on: str = tuning_field("CIDEr-D")
+    """The validation metric (greedy decoding, pycocoevalcap) that chooses the tuned
+    checkpoint."""
+    beam_size: int = tuning_field(4)
+    """Beam width of the beam-search rows of the results table."""
+    shown: int = tuning_field(6)
+    """Test images shown with their captions before and after tuning."""
+
+    def __post_init__(self):
+        for name in ("val_size", "beam_size", "shown", "max_len"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid CaptioningConfig: {name} must be >= 1, got "
+                                  f"{getattr(self, name)}")
 
 
 CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
-    "smoke": CaptioningConfig(reference_images=256, java_metrics=False),
+    "smoke": CaptioningConfig(reference_images=256, java_metrics=False, val_size=8,
+                              beam_size=2, shown=3),
     "cpu": CaptioningConfig(),
-    "gpu": CaptioningConfig(max_len=32),
+    "gpu": CaptioningConfig(max_len=32, val_size=1024),
     # Real COCO captions: Karpathy-style vocabulary (words seen at least 5 times).
-    "paper": CaptioningConfig(max_len=64, min_count=5),
+    "paper": CaptioningConfig(max_len=64, min_count=5, val_size=5000),
 }
 
 

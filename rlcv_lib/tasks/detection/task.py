@@ -40,7 +40,7 @@ rule, for an MLE model whose confidence tokens are untrained); ``"class_x_confid
 product, an estimate of "right class and well placed" (the IoU-aware class score of later
 detectors). Without log-probs a box scores its confidence token: 1.0 for "high", 0.5 for "low".
 
-**Reward** (:mod:`rlcv_lib.rewards.detection`): class-weighted matches over IoU 0.5:0.95 minus
+**Reward** (:mod:`rlcv_lib.tasks.detection.reward`): class-weighted matches over IoU 0.5:0.95 minus
 ``nms_w`` × duplicates. Default: the correct version (equal threshold weights; the REINFORCE term
 skips the confidence positions via :meth:`policy_mask`, which keeps each slot's first token, the
 presence decision). ``paper_compat=True``: the released behaviour (skewed threshold weights 1,
@@ -63,8 +63,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib.config import ConfigError
-from rlcv_lib.rewards import detection as reward_lib
+from rlcv_lib.config import ConfigError, tuning_field
+from rlcv_lib.core import train as train_lib
+from rlcv_lib.core.train import TrainConfig
+from rlcv_lib.tasks.detection import reward as reward_lib
 
 PAD, CONF_LOW, CONF_HIGH = 0, 1, 2
 COORD_OFFSET = 3
@@ -104,6 +106,26 @@ class DetectionConfig:
     """Confidence target of duplicates: their IoU (released) or 0 ("matched")."""
     paper_compat: bool = False
     """Released behaviour: skewed threshold weights (1,2,2,3,2) and REINFORCE at conf tokens."""
+    # Tuning and evaluation (docs/design.md §8); not part of what MLE produces, so not in a
+    # shipped checkpoint's config hash. Why these values: notes/detection_tuning.md.
+    val_size: int = tuning_field(1024)
+    """Validation scenes of the tuning monitor: its validation reward and mAP at every
+    evaluation, hence the checkpoint choice."""
+    select_on: str = tuning_field("mAP")
+    """The monitor's metric that chooses the tuned checkpoint (validation, ``tuned_score``)."""
+    tuned_score: ScoreRule = tuning_field("class_x_confidence")
+    """How the tuned model's greedy boxes are scored, for the checkpoint choice and its test
+    row: class likelihood × learned confidence, the confidence alone (the paper's rule) or
+    the class likelihood alone."""
+    conf_reset_margin: float = tuning_field(1.0)
+    """Before tuning the confidence readout is reset to p(high) = sigmoid(margin) for every
+    box (``tune.reset_confidence``): the MLE model is certain of "high", whose first
+    confidence-loss gradients would wreck the boxes."""
+    conf_lr_mult: float = tuning_field(10.0)
+    """The re-initialised confidence readout learns at this multiple of ``tune.lr`` (Adafactor
+    moves each weight by about lr per update, too slowly for a readout learnt from zero)."""
+    shown: int = tuning_field(6)
+    """Test images drawn before and after tuning."""
 
     def __post_init__(self):
         def bad(msg: str) -> None:
@@ -124,11 +146,18 @@ class DetectionConfig:
         for name in ("nms_w", "cls_smooth", "conf_weight"):
             if getattr(self, name) < 0:
                 bad(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.tuned_score not in SCORE_RULES:
+            bad(f"tuned_score must be one of {SCORE_RULES}, got {self.tuned_score!r}")
+        for name in ("val_size", "shown"):
+            if getattr(self, name) < 1:
+                bad(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.conf_lr_mult <= 0:
+            bad(f"conf_lr_mult must be > 0, got {self.conf_lr_mult}")
 
 
 DETECTION_PRESETS: dict[str, DetectionConfig] = {
     # scenes smoke world: 32 px, up to 6 objects.
-    "smoke": DetectionConfig(max_level=32, num_slots=10),
+    "smoke": DetectionConfig(max_level=32, num_slots=10, val_size=16, shown=3),
     # scenes cpu world: 64 px, up to 4 objects; 2-px coordinate bins, 6 slots (36 tokens), boxes
     # in raster order (a fixed target per image is learnt sooner on a CPU than pix2seq's random).
     "cpu": DetectionConfig(max_level=32, num_slots=6, box_order="raster"),
@@ -137,6 +166,16 @@ DETECTION_PRESETS: dict[str, DetectionConfig] = {
     # the paper: 1000 coordinate bins, 100 boxes = 600 tokens.
     "paper": DetectionConfig(max_level=1000, num_slots=100),
 }
+
+
+TUNE_PRESETS: dict[str, TrainConfig] = {
+    **train_lib.TUNE_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TUNE_PRESETS["cpu"], batch_size=16, num_steps=1500,
+                               eval_every=250, ckpt_every=250),
+}
+"""Detection's ``tune`` section per preset (the shared presets elsewhere). cpu: 1,500 updates
+of 16 images × ``rl.num_samples`` at lr 1e-4, evaluated every 250 (notes/detection_tuning.md
+says how these were chosen)."""
 
 
 class Slots(NamedTuple):

@@ -259,8 +259,10 @@ def cache_dir(root: str | os.PathLike, name: str, cfg: Config, world_version: An
 def make_manifest(cfg: Config, world_version: Any, *, steps: int, train_seconds: float,
                   metrics: Mapping[str, Any], sections: tuple[str, ...] | None = None,
                   **extra: Any) -> dict[str, Any]:
-    """The manifest of a shipped checkpoint (JSON-serialisable)."""
-    return {"config_hash": cfg.hash(sections=sections),
+    """The manifest of a shipped checkpoint (JSON-serialisable). Its config hash leaves out
+    the tuning-only fields (:func:`rlcv_lib.config.tuning_field`): they do not change the
+    model MLE produces."""
+    return {"config_hash": cfg.hash(sections=sections, mle_only=True),
             "preset": cfg.preset,
             "sections": None if sections is None else list(sections),
             "world_version": world_version,
@@ -301,7 +303,8 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 def check_manifest(manifest: Mapping[str, Any], cfg: Config, world_version: Any, *,
                    sections: tuple[str, ...] | None = None, where: str = "checkpoint") -> None:
     """Raises :class:`ManifestMismatchError` unless config hash and world version match."""
-    want = {"config_hash": cfg.hash(sections=sections), "world_version": world_version}
+    want = {"config_hash": cfg.hash(sections=sections, mle_only=True),
+            "world_version": world_version}
     bad = {k: (manifest.get(k), v) for k, v in want.items() if manifest.get(k) != v}
     if bad:
         diffs = "; ".join(f"{k}: checkpoint has {got!r}, current is {cur!r}"

@@ -1,15 +1,15 @@
 """A literal NumPy replay of the released big_vision detection reward (reference only).
 
-Written from the description of ``configs/proj/reward_tune/detection_reward.py`` (REFERENCE.md)
-to be the yardstick of :mod:`rlcv_lib.rewards.detection` in tests and benchmarks. It follows the
-released steps one by one, on one (prediction sequence, ground-truth sequence) pair at a time,
-with the released token layout, clipping and IoU, and the released dictionary of per-threshold
-results keyed ``f"{k}-{thr:0.1f}"`` (quirk 1: ten thresholds collapse onto five keys, so the
-final mean weights IoU 0.5, 0.6, 0.7, 0.85, 0.95 by 1, 2, 2, 3, 2 tenths). Deliberately slow and
-plain: Python loops over images, samples and thresholds (where the released code maps them).
-Never used for training.
+Written from the description of ``configs/proj/reward_tune/detection_reward.py``
+(docs/design.md §5.1) to be the yardstick of :mod:`rlcv_lib.tasks.detection.reward` in tests
+and benchmarks. It follows the released steps one by one, on one (prediction sequence,
+ground-truth sequence) pair at a time, with the released token layout, clipping and IoU, and
+the released dictionary of per-threshold results keyed ``f"{k}-{thr:0.1f}"`` (quirk 1: ten
+thresholds collapse onto five keys, so the final mean weights IoU 0.5, 0.6, 0.7, 0.85, 0.95 by
+1, 2, 2, 3, 2 tenths). Deliberately slow and plain: Python loops over images, samples and
+thresholds (where the released code maps them). Never used for training.
 
-Token layout (shared with :mod:`rlcv_lib.tasks.detection`): 0 PAD, ``1..max_conf`` confidence,
+Token layout (shared with :mod:`rlcv_lib.tasks.detection.task`): 0 PAD, ``1..max_conf`` confidence,
 then ``max_level + 1`` coordinate levels, then ``num_cls`` classes; 6 tokens per box
 ``[ymin, xmin, ymax, xmax, class, conf]``; a box is present when its confidence token is > 0.
 """

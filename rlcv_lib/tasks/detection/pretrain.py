@@ -1,11 +1,11 @@
 """Detection MLE pretraining on the scenes world, its validation curve and the wrong-image control.
 
 The glue between the scenes data (:mod:`rlcv_lib.data`), the pix2seq task
-(:mod:`rlcv_lib.tasks.detection`), the core MLE step and the trainer::
+(:mod:`rlcv_lib.tasks.detection.task`), the core MLE step and the trainer::
 
-    cfg = get_config("cpu", overrides={"train.num_steps": 6000})
-    run = pretrain(cfg, "runs/det_mle")          # fit() with a validation curve in history
-    control = wrong_image_control(run.model, run.task, run.val_batch)
+    cfg = get_config("cpu", overrides={"train.num_steps": 6000}, task="detection")
+    run = core.pretrain.pretrain(RECIPE, cfg, "runs/det_mle")   # fit() with a validation curve
+    control = core.evaluate.wrong_image_control(RECIPE, run.model, run.task, run.val.batch)
 
 * **Batches** (:func:`make_batch_fn`): step ``s`` is ``Loader.batch(s)`` plus ``tokens`` int32
   [B,L], each example tokenized with its boxes in a random order drawn from
@@ -15,23 +15,24 @@ The glue between the scenes data (:mod:`rlcv_lib.data`), the pix2seq task
   validation images; each box scored by its class-token probability from a teacher-forced pass
   over the greedy tokens (pix2seq's rule: an MLE model's confidence tokens are untrained);
   pycocotools' mAP, AP50 and recall@0.5 (``task.evaluate``) and boxes per image vs the truth.
-* **Wrong-image control** (DESIGN §8, :func:`wrong_image_control`): validation NLL per token kind
-  of the ground-truth sequences, with the true images and with the images rolled by one within
+* **Wrong-image control** (docs/design.md §8.4,
+  :func:`rlcv_lib.core.evaluate.wrong_image_control`): validation NLL per token kind of the
+  ground-truth sequences, with the true images and with the images rolled by one within
   the batch. A model that reads the image loses much more on coordinates and classes with the
   wrong image than one that has only learned the token statistics.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
-from rlcv_lib import mle_experiment, sampling, steps
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import pretrain as mle
 from rlcv_lib.data import pipeline
-from rlcv_lib.tasks import detection as det
+from rlcv_lib.tasks.detection import metrics as dm
+from rlcv_lib.tasks.detection import task as det
 
 TOKEN_KINDS = ("coord", "class", "pad", "conf")
 """Token kinds of the wrong-image control (see :func:`token_kind_masks`)."""
@@ -68,33 +69,19 @@ def make_batch_fn(task: det.DetectionTask, loader: pipeline.Loader, seed: int):
     return batch_fn
 
 
-def predict(model, task: det.DetectionTask, images: np.ndarray, chunk: int = 256
-            ) -> list[dict[str, np.ndarray]]:
-    """Greedy predictions of ``images`` [B,H,W,3], boxes scored by class-token probability."""
-    spec = sampling.DecodeSpec.for_task(task)
-    greedy = steps.make_eval_fn(task)
-    preds = []
-    for lo in range(0, len(images), chunk):
-        x = jnp.asarray(images[lo:lo + chunk])
-        tokens = greedy(model, {"image": x})  # [b,L]
-        lsm = np.asarray(sampling.teacher_forced_jit(model, x, tokens[:, None], spec)
-                         .log_softmax[:, 0])  # [b,L,V]
-        tokens = np.asarray(tokens)
-        preds += [task.detokenize(t, l, score_rule="class")
-                  for t, l in zip(tokens, lsm, strict=True)]
-    return preds
-
-
-def make_evaluator(task: det.DetectionTask, examples: list[dict[str, Any]],
-                   val_batch: dict[str, np.ndarray]):
+def make_evaluator(task: det.DetectionTask, val: ev.Split):
     """``fn(model, step) -> {mAP, AP50, recall50, boxes_per_image, gt_per_image, nll_*}``:
-    COCO metrics in [0,1] of greedy decoding on the validation images, and the teacher-forced
-    NLL per token kind of their ground-truth sequences."""
+    COCO metrics in [0,1] of greedy decoding on the validation images (boxes scored by class
+    likelihood, :data:`~rlcv_lib.tasks.detection.metrics.MLE_RULE`), and the teacher-forced NLL
+    per token kind of their ground-truth sequences."""
+    truth = truth_tokens(task, val.batch)
+    masks = token_kind_masks(truth)
 
     def evaluate(model, step: int = 0) -> dict[str, float]:
-        m = task.evaluate(predict(model, task, val_batch["image"]), examples)
+        preds, _ = dm.predict(model, task, val.batch["image"], dm.MLE_RULE)
+        m = task.evaluate(preds, val.examples)
         out = {k: m[k] for k in ("mAP", "AP50", "recall50", "boxes_per_image", "gt_per_image")}
-        nll = kind_nll(model, task, val_batch["image"], truth_tokens(task, val_batch))
+        nll = ev.masked_nll(model, task, val.batch["image"], truth, masks)
         return out | {f"nll_{k}": v for k, v in nll.items()}
 
     return evaluate
@@ -119,24 +106,8 @@ def token_kind_masks(tokens: np.ndarray) -> dict[str, np.ndarray]:
             "conf": (kind == det.CONF_KIND) & ~is_pad}
 
 
-def kind_nll(model, task: det.DetectionTask, images: np.ndarray, tokens: np.ndarray,
-             chunk: int = 256) -> dict[str, float]:
-    """Mean teacher-forced NLL (nats per token) of ``tokens`` [B,L] given ``images``, per kind
-    of :func:`token_kind_masks`, under the grammar's mask."""
-    return mle_experiment.kind_nll(RECIPE, model, task, images, tokens, chunk)
-
-
-RECIPE = mle_experiment.Recipe(
+RECIPE = mle.Recipe(
     name="detection", make_task=lambda cfg, cache_dir: make_task(cfg),
     make_batch_fn=make_batch_fn, make_evaluator=make_evaluator, truth_tokens=truth_tokens,
     token_masks=lambda task, tokens: token_kind_masks(tokens))
-"""Detection's part of :mod:`rlcv_lib.mle_experiment`."""
-
-validation_set = mle_experiment.validation_set
-PretrainResult = mle_experiment.PretrainResult
-pretrain = functools.partial(mle_experiment.pretrain, RECIPE)
-restore_model = functools.partial(mle_experiment.restore_model, RECIPE)
-wrong_image_control = functools.partial(mle_experiment.wrong_image_control, RECIPE)
-
-if __name__ == "__main__":
-    mle_experiment.main(RECIPE)
+"""Detection's part of :mod:`rlcv_lib.core.pretrain` and the wrong-image control."""

@@ -1,4 +1,4 @@
-"""The two steps of the paper on the toy sorting task (:mod:`rlcv_lib.tasks.toy`), end to end.
+"""The two steps of the paper on the toy sorting task (:mod:`rlcv_lib.tasks.toy.task`), end to end.
 
 Step 1 trains the encoder-decoder by maximum likelihood on the sorted target sequences; step 2
 tunes it with REINFORCE (leave-one-out baseline over N samples per image) to maximise the
@@ -14,11 +14,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlcv_lib import optim, steps, train
-from rlcv_lib.history import History
+from rlcv_lib.core import optim, steps, train
+from rlcv_lib.core.history import History
+from rlcv_lib.core.reinforce import RLConfig
 from rlcv_lib.models import MODEL_SIZES, build_model
-from rlcv_lib.reinforce import RLConfig
-from rlcv_lib.tasks.toy import SortTask
+from rlcv_lib.tasks.toy.task import SortTask
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,15 @@
+"""Image captioning (CIDEr-D reward): ``task`` (tokenizer, reward, judge), ``reward``
+(vectorised CIDEr-D), ``pretrain`` (MLE), ``metrics`` (decoding rules, pycocoevalcap scores,
+reward distribution, reference ceiling), ``tune`` (leave-one-out and self-critical tuning),
+``figures``. Notebook: ``04_captioning``."""
+
+from rlcv_lib.tasks import Stage, TaskSpec
+
+SPEC = TaskSpec(
+    name="captioning",
+    section="rlcv_lib.tasks.captioning.task:CaptioningConfig:CAPTIONING_PRESETS",
+    stages=(Stage("mle", "rlcv_lib.tasks.captioning.pretrain:RECIPE",
+                  ("model", "world", "train", "captioning")),),
+    tune="rlcv_lib.tasks.captioning.tune:tune_and_evaluate",
+    notebook="04_captioning",
+)
