@@ -11,7 +11,7 @@ captions: each image's own references, other images' captions, truncations and r
 
     python benchmarks/bench_cider.py [--train-images 2000] [--sizes 16x8 64x8 256x8] [--no-save]
 
-DESIGN §6 target: ≥ 10× pycocoevalcap per B×N batch, checked on the cold call (references
+docs/design.md §6 target: ≥ 10× pycocoevalcap per B×N batch, checked on the cold call (references
 encoded inside the call, the harder case; the warm ratio is reported alongside).
 """
 

@@ -1,7 +1,7 @@
 """Data speed: scene generation and input-pipeline throughput vs what CPU training consumes.
 
 Prints one table; every ratio is measured in this run. The consumer reference is the MLE
-step of the cpu detection model (REFERENCE.md: about 3 steps/s at batch 32 on the 2-core
+step of the cpu detection model (docs/design.md §6: about 3 steps/s at batch 32 on the 2-core
 CPU), i.e. about 96 images/s; a ratio above 1 means data is not the bottleneck.
 
     python benchmarks/bench_data.py [--preset cpu] [--images 512] [--batch 32] [--steps 30]
@@ -17,7 +17,7 @@ from record import Suite
 
 from rlcv_lib.data import memory, pipeline, scenes
 
-MLE_STEPS_PER_S = 3.0  # REFERENCE.md, cpu detection model at batch 32
+MLE_STEPS_PER_S = 3.0  # docs/design.md §6, cpu detection model at batch 32
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -104,7 +104,7 @@ def main() -> None:
         suite.add(name, ips, "images/s", reference=need, ratio=ratio,
                   target=">= 1x MLE need", met=ratio >= 1, note=f"{bps:.1f} batches/s")
     suite.notes += [f"MLE consumes {consume:.0f} images/s ({MLE_STEPS_PER_S:g} steps/s x {b}, "
-                    "REFERENCE.md)", prefetch_note]
+                    "docs/design.md §6)", prefetch_note]
     suite.finish(save=not args.no_save)
 
 

@@ -10,11 +10,11 @@ in this process.
 
     python benchmarks/bench_detection_reward.py [--batch 16 --samples 8 --repeats 5] [--no-save]
 
-No DESIGN §6 target applies to the rows here: the package keeps no batched per-image AP (mAP is
-pycocotools' COCOeval as judge), so the ≥ 50× target has nothing to check; the comparison with the
-NumPy replay of the released reward is reported without a target. COCOeval per image counts
-matches for the same predictions (a related but not identical quantity: it also ranks by score
-and accumulates precision), so its row is context, not a like-for-like ratio.
+No target of docs/design.md §6 applies to the rows here: the package keeps no batched per-image AP
+(mAP is pycocotools' COCOeval as judge), so the ≥ 50× target has nothing to check; the comparison
+with the NumPy replay of the released reward is reported without a target. COCOeval per image counts
+matches for the same predictions (a related but not identical quantity: it also ranks by score and
+accumulates precision), so its row is context, not a like-for-like ratio.
 """
 
 from __future__ import annotations
@@ -172,8 +172,8 @@ def main() -> None:
         "ratio: the released replay's time / ours (paper_compat), which computes the same "
         "reward; ours (default) weights the thresholds equally (the corrected reward)",
         f"best of {args.repeats} runs (COCOeval and the replay: {max(1, args.repeats // 4)})",
-        "no batched per-image AP in the package, so DESIGN §6's >= 50x COCOeval target is not "
-        "applicable"]
+        "no batched per-image AP in the package, so the >= 50x COCOeval target of "
+        "docs/design.md §6 is not applicable"]
     suite.finish(save=not args.no_save)
 
 

@@ -4,7 +4,7 @@
 ``--quick`` (tiny shapes); its GPU numbers, and whether the GPU targets below are met, are
 unknown until someone runs it on a GPU and records the file it writes.
 
-What it measures (DESIGN §6), each in the same run:
+What it measures (docs/design.md §6), each in the same run:
 
 1. **Sampler vs the parameter-bandwidth floor** at ≥ 256 sequences: the KV-cache sampler of the
    ``gpu`` preset (L=192, the gpu detection task's length) and of the paper's detection model

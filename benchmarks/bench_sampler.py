@@ -11,7 +11,7 @@ checks that both loops draw the same tokens (``sampling.sample`` keys step t by
     python benchmarks/bench_sampler.py --quick         # a smaller set of cells
     python benchmarks/bench_sampler.py --steps         # MLE / RL step breakdown only
 
-DESIGN §6 targets checked here: ≥ 10k tokens/s for the cpu detection model (L=108) at 256
+docs/design.md §6 targets checked here: ≥ 10k tokens/s for the cpu detection model (L=108) at 256
 sequences, and ≥ 5× recomputing the prefix at 100+ tokens.
 
 ``--steps`` times the MLE step and splits the reward-tuning step of the cpu detection task
@@ -38,8 +38,8 @@ DEFAULT_CELLS = [  # (use_cache, L, sequences, unroll); L=108: the cpu detection
     (True, 600, 64, 1), (True, 600, 4, 1), (False, 600, 4, 1),
 ]
 QUICK_CELLS = [(True, 60, 16, 1), (False, 60, 16, 1), (True, 108, 256, 1)]
-TARGET_TOK_S = 10_000  # DESIGN §6: cpu detection model, 256 sequences
-TARGET_SPEEDUP = 5.0  # DESIGN §6: cache ÷ recompute at 100+ tokens
+TARGET_TOK_S = 10_000  # docs/design.md §6: cpu detection model, 256 sequences
+TARGET_SPEEDUP = 5.0  # docs/design.md §6: cache ÷ recompute at 100+ tokens
 
 
 def run_cell(preset: str, vocab: int, use_cache: bool, length: int, seqs: int, unroll: int,

@@ -127,9 +127,9 @@ def breakdown(args) -> tuple[Suite, dict]:
         growth = ", ".join(f"{p} x{results[cell][p] / results[base][p]:.2f}" for p in parts)
         suite.notes.append(f"doubling {what} (L={6 * cell[0]} B={cell[1]} N={cell[2]} vs the "
                            f"base L={6 * base[0]} B={base[1]} N={base[2]}): {growth}")
-    suite.notes.append("DESIGN §6's < 20% outside sampling and the gradient step is a GPU "
-                       "target (benchmarks/bench_gpu.py, not measured yet): on this CPU it is "
-                       "context only")
+    suite.notes.append("the < 20% outside sampling and the gradient step of docs/design.md §6 "
+                       "is a GPU target (benchmarks/bench_gpu.py, not measured yet): on this "
+                       "CPU it is context only")
     suite.notes.append(f"medians of {args.repeats} interleaved runs per part; RL: REINFORCE "
                        "with the leave-one-out baseline (RLConfig defaults), detection reward "
                        "with the confidence loss")

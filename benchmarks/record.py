@@ -38,7 +38,7 @@ class Measurement:
     """What the ratio compares against (measured in the same run), e.g. 'pycocoevalcap'."""
     ratio: float | None = None
     target: str | None = None
-    """The DESIGN §6 target this row checks, in words, e.g. '>= 10x pycocoevalcap'."""
+    """The docs/design.md §6 target this row checks, in words, e.g. '>= 10x pycocoevalcap'."""
     met: bool | None = None
     note: str = ""
 

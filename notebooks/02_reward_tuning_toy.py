@@ -33,8 +33,8 @@
 #   \Big(R(x, y_i) - \frac{1}{N-1}\sum_{j \ne i} R(x, y_j)\Big)\nabla_\theta \log p_\theta(y_i|x)$$
 #
 # The same model, sampler, REINFORCE loss and trainer serve every task of this package
-# (`rlcv_lib.core.steps`, `rlcv_lib.core.train`); the task supplies tokens, an allowed-token rule and a
-# reward. MLE is stopped early here on purpose, so that tuning has something to do.
+# (`rlcv_lib.core.steps`, `rlcv_lib.core.train`); the task supplies tokens, an allowed-token
+# rule and a reward. MLE is stopped early here on purpose, so that tuning has something to do.
 
 # %% tags=["parameters"]
 preset = "cpu"     # smoke | cpu | gpu | paper

@@ -30,7 +30,9 @@
 # scratch) with its learning curve and the wrong-image control; (2) its evaluation on the test
 # split; (3) reward tuning, with validation reward and mAP during tuning; (4) the tuned model's
 # evaluation and the control rows; (5) recall by object count, before/after panels and the
-# reward–mAP correlation. The logic lives in `rlcv_lib.tasks.detection.tune`.
+# reward–mAP correlation. The logic lives in the package `rlcv_lib.tasks.detection` (`tune`
+# for the main path, `metrics` for the decode and score rules), the shared evaluation in
+# `rlcv_lib.core.evaluate`.
 
 # %% tags=["parameters"]
 preset = "cpu"     # smoke | cpu | gpu | paper
@@ -51,14 +53,15 @@ import time
 import jax
 import matplotlib.pyplot as plt
 import numpy as np
-from flax import nnx
 
-from rlcv_lib.core import shipped as pretrained
-from rlcv_lib.core import tune as tuning
-from rlcv_lib.tasks.detection import pretrain as detection_experiment
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import shipped
+from rlcv_lib.tasks.detection import figures as dfig
+from rlcv_lib.tasks.detection import metrics as dm
+from rlcv_lib.tasks.detection import pretrain as dp
 from rlcv_lib.tasks.detection import tune as dt
 
-cfg = tuning.with_task_defaults(ctx.config, dt.TUNE_DEFAULTS, overrides)  # detection's tuning
+cfg = ctx.config  # resolved for detection: its own `tune` presets, its `detection` section
 print(cfg.detection, cfg.rl, cfg.tune, sep="\n")
 
 cache_dir = str(ctx.workdir / "scenes_cache")
@@ -74,12 +77,10 @@ timings = {}
 
 # %%
 t0 = time.time()
-pre = pretrained.load_or_pretrain(detection_experiment.RECIPE, cfg,
-                                  ctx.workdir / "detection_mle", cache_dir=cache_dir,
-                                  progress=cfg.run.progress)
+pre = shipped.load_or_pretrain(dp.RECIPE, cfg, ctx.workdir / "detection_mle",
+                               cache_dir=cache_dir, progress=cfg.run.progress)
 timings["mle_load_or_train"] = time.time() - t0
 task = pre.task
-mle_model = nnx.clone(pre.model)  # kept unchanged; pre.model is tuned in place below
 evals = pre.history.records("eval")
 mle_seconds = max([r.get("time", 0.0) for r in pre.history.records()] or [0.0])
 print(f"MLE model: {pre.source}", pre.path or "", pre.manifest.get("steps"), "steps,",
@@ -104,70 +105,60 @@ plt.show()
 # the token statistics loses little, and reward tuning could not help it.
 
 # %%
-val_examples, val_batch = dt.validation_set(cfg, cache_dir)
-control = pre.manifest.get("wrong_image_control")
-if control is None:
-    control = detection_experiment.wrong_image_control(mle_model, task, dict(val_batch))
-control_rows = dt.wrong_image_rows(control)
+control, where = pre.wrong_image_control(
+    ev.load_split(cfg, "validation", shipped.CONTROL_EXAMPLES, cache_dir))
+print("wrong-image control from the", where)
+control_rows = ev.control_rows(control, order=dp.TOKEN_KINDS)
 ctx.save_table("detection_wrong_image", control_rows)
 for r in control_rows:
     print(f"{r['token kind']:6s} true {r['NLL true image']:.3f}  wrong "
           f"{r['NLL wrong image']:.3f}  gap {r['gap']:+.3f}")
 
 # %% [markdown]
-# ## 2. The MLE model on the test split
-# Every model is scored on the same test scenes (checkpoint choices use only the validation
-# split). The MLE model decodes greedily under the grammar; as in pix2seq each box is scored by
-# the probability of its class token, since its confidence tokens are untrained.
-
-# %%
-test_examples, test_batch = dt.split_set(cfg, "test", cfg.run.eval_examples, cache_dir)
-t0 = time.time()
-mle_metrics, mle_preds = dt.evaluate(mle_model, task, test_examples, test_batch, dt.MLE_RULE)
-timings["evaluate_mle"] = time.time() - t0
-print({k: round(v, 4) for k, v in mle_metrics.items()})
-
-# %% [markdown]
-# ## 3. Reward tuning
-# REINFORCE with N samples per image and a leave-one-out baseline (`dt.tune_from_mle`); the
-# reward is the released detection reward plus the confidence loss. Every few updates the
-# monitor measures, on 1,024 fixed validation scenes (`dt.VAL_SIZE`), the *validation reward*
-# (mean reward of N samples, fixed key: what REINFORCE maximises) and the validation mAP of
-# greedy decoding scored by class likelihood × learned confidence (the tuned model's rule,
-# below). The state with the best validation mAP is kept and restored at the end: the checkpoint
-# choice. (On 256 scenes validation mAP followed test mAP poorly from one evaluation to the next;
-# `dt.VAL_SIZE` says how poorly.)
+# ## 2. Reward tuning, and both models on the test split
+# One call, `dt.tune_and_evaluate` (the same that `python -m rlcv_lib tune detection cpu` runs):
 #
-# One preparation first. MLE taught the confidence token one answer, "high" (every ground-truth
-# box overlaps itself perfectly), and the model is certain of it; the confidence loss's first
-# targets (mostly low IoU) would then produce huge gradients through the shared decoder and
-# wreck the boxes in the first updates (`notes/detection_tuning.md`). So the confidence readout
-# (the output weights of tokens 1 and 2, used only at confidence positions) is reset to a
-# neutral start, p("high") = sigmoid(1) ≈ 0.73 for every box, before tuning: greedy decoding
-# still writes "high" as the MLE model always saw, and the confidence loss has to learn the
-# scores from the reward's IoUs. Starting from zero, that readout learns at
-# `dt.CONF_LR_MULT` (10) times the learning rate: Adafactor moves each weight by about the
-# learning rate per update, too slowly for a readout that must be learnt from scratch within
-# this run's updates.
+# 1. The MLE model is scored on the test split. It decodes greedily under the grammar; as in
+#    pix2seq each box is scored by the probability of its class token, since its confidence
+#    tokens are untrained.
+# 2. One preparation. MLE taught the confidence token one answer, "high" (every ground-truth box
+#    overlaps itself perfectly), and the model is certain of it; the confidence loss's first
+#    targets (mostly low IoU) would then produce huge gradients through the shared decoder and
+#    wreck the boxes in the first updates (`notes/detection_tuning.md`). So the confidence
+#    readout (the output weights of tokens 1 and 2, used only at confidence positions) is reset
+#    to a neutral start, p("high") = sigmoid(`detection.conf_reset_margin`) for every box:
+#    greedy decoding still writes "high" as the MLE model always saw, and the confidence loss has
+#    to learn the scores from the reward's IoUs. Starting from zero, that readout learns at
+#    `detection.conf_lr_mult` times the learning rate: Adafactor moves each weight by about the
+#    learning rate per update, too slowly for a readout learnt from scratch within this run.
+# 3. REINFORCE with N samples per image and a leave-one-out baseline; the reward is the released
+#    detection reward plus the confidence loss. Every `tune.eval_every` updates a monitor
+#    measures, on `detection.val_size` fixed validation scenes, the *validation reward* (mean
+#    reward of N samples, fixed key: what REINFORCE maximises) and the validation mAP of greedy
+#    decoding scored by `detection.tuned_score` (class likelihood × learned confidence: "right
+#    class and well placed"). The state with the best validation mAP is kept and restored at the
+#    end: the checkpoint choice, made on validation only.
+# 4. The tuned model is scored on the test split, its boxes ranked by each score rule (one
+#    decode): the tuned rule, the learned confidence alone (the paper's rule) and class
+#    likelihood alone.
 
 # %%
 t0 = time.time()
-run, monitor = dt.tune_from_mle(cfg, pre.model, task, val_examples, val_batch,
-                                cache_dir=cache_dir, progress=cfg.run.progress)
-timings["tune"] = time.time() - t0
-tune_train_seconds = dt.update_seconds(run.history)  # updates only: no evaluation, no compile
-best_step = monitor.restore_best(pre.model)
-tuned_model = pre.model
+result = dt.tune_and_evaluate(cfg, pre=pre, cache_dir=cache_dir, progress=cfg.run.progress)
+timings["tune_and_evaluate"] = time.time() - t0
+run, monitor, test = result.run, result.monitor, result.test
+mle_model, tuned_model, best_step = result.mle_model, result.model, result.best_step
+mle_metrics, mle_preds = result.metrics["MLE"], result.predictions["MLE"]
+tuned_metrics, tuned_preds = result.metrics["tuned"], result.predictions["tuned"]
+tune_train_seconds = ev.update_seconds(run.history)  # updates only: no evaluation, no compile
 print(f"tuning: {run.seconds:.0f} s ({tune_train_seconds:.0f} s of updates); best validation "
-      f"mAP {100 * monitor.best_map:.2f} at update {best_step}")
+      f"mAP {100 * monitor.best_value:.2f} at update {best_step}")
+for name in ("MLE", "tuned"):
+    print(name, {k: round(v, 4) for k, v in result.metrics[name].items()})
 
 # %% [markdown]
-# ## 4. The tuned model on the test split, and the controls
-# The tuned model decodes greedily like the MLE model; each box is scored by its class
-# likelihood times its learned confidence p(2) / (p(1) + p(2)), the model's estimate of the
-# box's IoU: "right class and well placed". The paper scores by the confidence alone; on this
-# detector the product ranks the same boxes better, on validation as on test
-# (`notes/detection_tuning.md`). The control rows separate the effect of tuning from artefacts:
+# ## 3. The controls
+# The control rows separate the effect of tuning from artefacts:
 #
 # * **MLE + pix2seq remedies**: nucleus sampling (top-p 0.9) with *no early stop* (PAD forbidden
 #   at slot starts, so every slot emits a box), ranked by class likelihood: more boxes without any
@@ -185,37 +176,38 @@ print(f"tuning: {run.seconds:.0f} s ({tune_train_seconds:.0f} s of updates); bes
 
 # %%
 t0 = time.time()
-tuned_scored, tuned_scored_preds = dt.evaluate_scored(tuned_model, task, test_examples,
-                                                      test_batch, dt.TUNED_RULE)  # one decode
-tuned_metrics = tuned_scored[dt.TUNED_RULE.score]
-tuned_preds = tuned_scored_preds[dt.TUNED_RULE.score]
-tconf_metrics = tuned_scored[dt.TUNED_CONF_RULE.score]
-tcls_metrics = tuned_scored[dt.TUNED_CLASS_RULE.score]
-pix_metrics, pix_preds = dt.evaluate(mle_model, task, test_examples, test_batch,
-                                     dt.PIX2SEQ_RULE, key=jax.random.key(ctx.seed))
-oracle_mle = dt.metrics_of(task, dt.with_oracle_classes(mle_preds, test_examples), test_examples)
-oracle_tuned = dt.metrics_of(task, dt.with_oracle_classes(tuned_preds, test_examples),
-                             test_examples)
-timings["evaluate_tuned_and_controls"] = time.time() - t0
+tuned_rule = dm.tuned_rule(cfg.detection)
+others = {r.score: r for r in (dm.TUNED_CONF_RULE, dm.TUNED_CLASS_RULE, dm.TUNED_RULE)
+          if r.score != tuned_rule.score}
+pix_metrics, pix_preds = dm.evaluate(mle_model, task, test, dm.PIX2SEQ_RULE,
+                                     key=jax.random.key(ctx.seed))
+oracle_mle = dm.metrics_of(task, dm.with_oracle_classes(mle_preds, test.examples),
+                           test.examples)
+oracle_tuned = dm.metrics_of(task, dm.with_oracle_classes(tuned_preds, test.examples),
+                             test.examples)
+timings["controls"] = time.time() - t0
 t0 = time.time()
-longer_model, longer = dt.continue_mle(cfg, mle_model, task, tune_train_seconds,
+longer_model, longer = ev.continue_mle(dp.RECIPE, cfg, mle_model, task, tune_train_seconds,
                                        cache_dir=cache_dir)
 timings["mle_as_long"] = time.time() - t0
-longer_metrics, _ = dt.evaluate(longer_model, task, test_examples, test_batch, dt.MLE_RULE)
+longer_metrics, _ = dm.evaluate(longer_model, task, test, dm.MLE_RULE)
 print(f"MLE trained on for {longer['seconds']:.0f} s: {longer['steps']} more updates")
 
-rows = [dt.result_row("MLE", mle_metrics, rule=dt.MLE_RULE.name),
-        dt.result_row("tuned", tuned_metrics, rule=dt.TUNED_RULE.name),
-        dt.result_row("MLE + pix2seq remedies", pix_metrics, rule=dt.PIX2SEQ_RULE.name),
-        dt.result_row("tuned, confidence scores (the paper's rule)", tconf_metrics,
-                      rule=dt.TUNED_CONF_RULE.name),
-        dt.result_row("tuned, class-likelihood scores", tcls_metrics,
-                      rule=dt.TUNED_CLASS_RULE.name),
-        dt.result_row(f"MLE trained on as long ({longer['steps']} updates)", longer_metrics,
-                      rule=dt.MLE_RULE.name),
-        dt.result_row("MLE, oracle classes (diagnostic)", oracle_mle, rule=dt.MLE_RULE.name),
-        dt.result_row("tuned, oracle classes (diagnostic)", oracle_tuned,
-                      rule=dt.TUNED_RULE.name)]
+label = {"confidence": "tuned, confidence scores (the paper's rule)",
+         "class": "tuned, class-likelihood scores",
+         "class_x_confidence": "tuned, class x confidence scores"}
+other_metrics = {score: result.metrics[f"tuned, {score.replace('_', ' ')} score"]
+                 for score in others}
+rows = [dm.result_row("MLE", mle_metrics, rule=dm.MLE_RULE.name),
+        dm.result_row("tuned", tuned_metrics, rule=tuned_rule.name),
+        dm.result_row("MLE + pix2seq remedies", pix_metrics, rule=dm.PIX2SEQ_RULE.name),
+        *[dm.result_row(label[score], m, rule=others[score].name)
+          for score, m in other_metrics.items()],
+        dm.result_row(f"MLE trained on as long ({longer['steps']} updates)", longer_metrics,
+                      rule=dm.MLE_RULE.name),
+        dm.result_row("MLE, oracle classes (diagnostic)", oracle_mle, rule=dm.MLE_RULE.name),
+        dm.result_row("tuned, oracle classes (diagnostic)", oracle_tuned,
+                      rule=tuned_rule.name)]
 ctx.save_table("detection_results", rows)
 for r in rows:
     print(f"{r['row']:45s} mAP {r['mAP']:6.2f}  AP50 {r['AP50']:6.2f}  AR@100 "
@@ -231,8 +223,7 @@ ctx.record("detection", "boxes_per_image", mle=mle_metrics["boxes_per_image"],
            tuned=tuned_metrics["boxes_per_image"],
            note=f"truth {mle_metrics['gt_per_image']:.2f} per image")
 for name, m in (("mAP_mle_pix2seq_remedies", pix_metrics),
-                ("mAP_tuned_confidence_scores", tconf_metrics),
-                ("mAP_tuned_class_scores", tcls_metrics),
+                *((f"mAP_tuned_{score}_scores", m) for score, m in other_metrics.items()),
                 ("mAP_mle_trained_as_long", longer_metrics),
                 ("mAP_mle_oracle_classes", oracle_mle),
                 ("mAP_tuned_oracle_classes", oracle_tuned)):
@@ -240,15 +231,15 @@ for name, m in (("mAP_mle_pix2seq_remedies", pix_metrics),
                note="control or diagnostic row, test split, 0-100")
 
 # %% [markdown]
-# ## 5. Recall by object count
+# ## 4. Recall by object count
 # Where does the extra recall come from? Recall at IoU 0.5 (each ground-truth box found by at
 # most one prediction of its class) over test images grouped by how many objects they hold.
 # An early-stopping MLE model loses most in crowded scenes.
 
 # %%
-buckets = dt.count_buckets(cfg.world.max_objects)
-rec_mle = dt.recall_by_count(mle_preds, test_examples, buckets)
-rec_tuned = dt.recall_by_count(tuned_preds, test_examples, buckets)
+buckets = dm.count_buckets(cfg.world.max_objects)
+rec_mle = dm.recall_by_count(mle_preds, test.examples, buckets)
+rec_tuned = dm.recall_by_count(tuned_preds, test.examples, buckets)
 ctx.save_table("detection_recall_by_count",
                [{"objects": a["bucket"], "images": a["images"], "MLE": a["recall"],
                  "tuned": b["recall"]} for a, b in zip(rec_mle, rec_tuned, strict=True)])
@@ -264,21 +255,21 @@ ctx.save_figure(fig, "detection_recall_by_count.png")
 plt.show()
 
 # %% [markdown]
-# ## 6. Before and after, on the same test images
-# The six most crowded of the first test scenes; dashed white: the truth; coloured: the
-# predictions whose score is at least 0.5 (class likelihood for MLE, class likelihood × learned
-# confidence for the tuned model).
+# ## 5. Before and after, on the same test images
+# The `detection.shown` most crowded of the first test scenes; dashed white: the truth;
+# coloured: the predictions whose score is at least 0.5 (class likelihood for MLE, the tuned
+# rule's score for the tuned model).
 
 # %%
-counts = np.array([len(e["labels"]) for e in test_examples])
-show = sorted(np.argsort(-counts, kind="stable")[:6].tolist())
-fig = dt.before_after_figure(task, test_examples,
+counts = np.array([len(e["labels"]) for e in test.examples])
+show = sorted(np.argsort(-counts, kind="stable")[:cfg.detection.shown].tolist())
+fig = dfig.before_after_figure(task, test.examples,
                              [("MLE", mle_preds), ("tuned", tuned_preds)], show, min_score=0.5)
 ctx.save_figure(fig, "detection_before_after.png")
 plt.show()
 
 # %% [markdown]
-# ## 7. Reward and mAP during tuning
+# ## 6. Reward and mAP during tuning
 # The paper's Figure 6a: validation reward and validation mAP at each evaluation during tuning,
 # and their Pearson correlation over those evaluations.
 
@@ -287,17 +278,16 @@ curve = monitor.history.records()
 steps_ = [r["step"] for r in curve]
 reward = [r["val_reward"] for r in curve]
 val_map = [100 * r["mAP"] for r in curve]
-r_pearson = dt.pearson(reward, val_map)
+r_pearson = ev.pearson(reward, val_map)
 ctx.save_table("detection_tuning_curve", curve)
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(steps_, reward, "o-", color="C0", label="validation reward")
 ax.set(xlabel="REINFORCE update", ylabel="validation reward (sampled)")
 ax2 = ax.twinx()
 ax2.plot(steps_, val_map, "s-", color="C1", label="validation mAP (greedy, tuned rule)")
-for k, style, label in (("mAP_confidence_score", "C2", "confidence alone"),
-                        ("mAP_class_score", "C3", "class likelihood alone")):
-    ax2.plot(steps_, [100 * r[k] for r in curve], "--", color=style, lw=1,
-             label=f"validation mAP, {label}")
+for score, style in zip(others, ("C2", "C3"), strict=True):
+    ax2.plot(steps_, [100 * r[f"mAP_{score}_score"] for r in curve], "--", color=style, lw=1,
+             label=f"validation mAP, {score.replace('_', ' ')} score alone")
 ax2.set_ylabel("validation mAP (%)")
 ax.axvline(best_step, color="grey", ls=":", lw=1)
 handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]

@@ -21,8 +21,9 @@
 # likelihood (MLE) learns to predict the next word of a reference caption; it is then tuned
 # with REINFORCE to maximise **CIDEr-D**, the metric it is judged by: the tf-idf weighted n-gram
 # (n = 1..4) agreement of a caption with the image's five reference captions, with a length
-# penalty. The reward is computed for every sampled caption (`rlcv_lib.tasks.captioning.reward`, equal to
-# pycocoevalcap's scorer, with document frequencies fixed from the training references).
+# penalty. The reward is computed for every sampled caption
+# (`rlcv_lib.tasks.captioning.reward`, equal to pycocoevalcap's scorer, with document
+# frequencies fixed from the training references).
 #
 # Two baselines for the advantage of each sampled caption are compared, on copies of the same
 # MLE model, with the same batches and the same N samples per image:
@@ -55,17 +56,19 @@ import time
 import jax
 import matplotlib.pyplot as plt
 
-from rlcv_lib.core import shipped as pretrained
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import shipped
+from rlcv_lib.tasks.captioning import figures as cfig
+from rlcv_lib.tasks.captioning import metrics as cm
+from rlcv_lib.tasks.captioning import pretrain as cp
 from rlcv_lib.tasks.captioning import tune as ct
-from rlcv_lib.tasks.captioning.pretrain import RECIPE
 
-cfg = ct.experiment_config(ctx.config, overrides)
-settings = ct.EVAL_PRESETS[ctx.preset]
-dirs = ct.run_dirs(ctx.workdir)  # tuning runs start fresh; the MLE model is shipped or cached
+cfg = ctx.config  # resolved for captioning: its `captioning` section holds the tuning knobs
+dirs = ct.run_dirs(ctx.workdir)
 cache = str(dirs["cache"])
 print("tuning:", cfg.tune)
 print("REINFORCE:", cfg.rl)
-print(settings)
+print("captioning:", cfg.captioning)
 
 # %% [markdown]
 # ## 1. The MLE captioner
@@ -76,8 +79,8 @@ print(settings)
 
 # %%
 t0 = time.time()
-pre = pretrained.load_or_pretrain(RECIPE, cfg, dirs["mle"], cache_dir=cache,
-                                  progress=cfg.run.progress)
+pre = shipped.load_or_pretrain(cp.RECIPE, cfg, dirs["mle"], cache_dir=cache,
+                               progress=cfg.run.progress)
 task = pre.task
 print(f"MLE model: {pre.source}" + (f" from {pre.path}" if pre.path else "")
       + f", {pre.manifest.get('steps')} steps, {pre.manifest.get('train_seconds', 0):.0f} s of "
@@ -95,35 +98,37 @@ ctx.save_figure(fig, "captioning_mle_curve.png")
 plt.show()
 
 # %% [markdown]
-# **Does the model look at the image?** The wrong-image control (DESIGN §8): the model's loss on
+# **Does the model look at the image?** The wrong-image control (docs/design.md §8.4): the
+# model's loss on
 # each image's first reference, per word class, with the true image and with another scene's
 # image. A reward can only improve what the model can see: words whose loss does not rise with
 # the wrong image (gap ≈ 0) are guessed from language statistics alone.
 
 # %%
-val_tune = ct.load_split(cfg, "validation", settings.tune_examples, cache)
-control, where = ct.mle_control(pre, val_tune)
-control_rows = ct.control_rows(control)
+control, where = pre.wrong_image_control(
+    ev.load_split(cfg, "validation", cfg.captioning.val_size, cache))
+control_rows = ev.control_rows(control, kind="word class", order=cp.WORD_CLASSES)
 ctx.save_table("captioning_wrong_image", control_rows)
 print(f"wrong-image control ({where}), NLL in nats per word:")
 for r in control_rows:
-    print(f"  {r['word class']:9s} true {r['true image']:.3f}  wrong {r['wrong image']:.3f}  "
-          f"gap {r['gap']:+.3f}")
+    print(f"  {r['word class']:9s} true {r['NLL true image']:.3f}  wrong "
+          f"{r['NLL wrong image']:.3f}  gap {r['gap']:+.3f}")
 
 # %% [markdown]
 # ## 2. Reward tuning: leave-one-out and self-critical
-# Both runs start from copies of the MLE model. Every `tune.eval_every` updates, and before
-# the first, each is evaluated on fixed validation images: the mean reward of N sampled
-# captions per image (always the same random key, so the curve shows the model, not sampling
-# noise), the reward of the greedy caption, and pycocoevalcap's CIDEr-D of the greedy captions.
-# The evaluation with the best validation CIDEr-D is the checkpoint kept (step 0, the MLE model
-# itself, is a candidate too).
+# One call, `ct.tune_and_evaluate` (the same that `python -m rlcv_lib tune captioning cpu`
+# runs). Both runs start from copies of the MLE model. Every `tune.eval_every` updates, and
+# before the first, each is evaluated on `captioning.val_size` fixed validation images: the mean
+# reward of N sampled captions per image (always the same random key, so the curve shows the
+# model, not sampling noise), the reward of the greedy caption, and pycocoevalcap's CIDEr-D of
+# the greedy captions. The evaluation with the best validation `captioning.select_on` is the
+# checkpoint kept (step 0, the MLE model itself, is a candidate too). Then every model is
+# decoded on the test split (section 3).
 
 # %%
-key = jax.random.key(ctx.seed + 7)
-runs = [ct.tune_and_select(cfg, ct.clone(pre.model), task, dirs[name], baseline, val_tune,
-                           name=name, key=key, cache_dir=cache, progress=cfg.run.progress)
-        for name, baseline in ct.BASELINES.items()]
+result = ct.tune_and_evaluate(cfg, workdir=ctx.workdir, pre=pre, cache_dir=cache,
+                              progress=cfg.run.progress)
+runs = list(result.runs.values())
 for r in runs:
     print(f"{r.name:4s} ({r.baseline} baseline): {r.seconds:.0f} s, chosen step {r.best_step} "
           f"(validation CIDEr-D {r.best_value:.4f})")
@@ -159,14 +164,12 @@ print("Pearson r of validation reward (greedy) and CIDEr-D over the evaluations:
 # Java is installed). `reward` is the training-frequency CIDEr-D that tuning maximised.
 
 # %%
-test = ct.load_split(cfg, "test", cfg.run.eval_examples, cache)
-models = {"MLE": pre.model, **{r.name: r.model for r in runs}}
-rows, decoded = ct.evaluate_models(models, task, test, beam_size=settings.beam_size)
+test, models, rows, decoded = result.test, result.models, result.rows, result.decoded
 ctx.save_table("captioning_results", rows)
 for r in rows:
     print(f"{r['model']:4s} {r['decoding']:6s} CIDEr-D {r['CIDEr-D']:.4f}  "
           f"BLEU-4 {r['BLEU-4']:.4f}  ROUGE-L {r['ROUGE-L']:.4f}  words {r['words']:.1f}")
-gains = {(name, d): ct.relative_gain(rows, "CIDEr-D", "MLE", name, d)
+gains = {(name, d): cm.relative_gain(rows, "CIDEr-D", "MLE", name, d)
          for name in ct.BASELINES for d in ("greedy", "beam")}
 for (name, d), g in gains.items():
     print(f"{name} vs MLE, {d}: CIDEr-D {g:+.1%} relative")
@@ -191,11 +194,11 @@ print(ct.compare_baselines(rows, runs))
 # COCO, too, tuned captioners score above the human captions.
 
 # %%
-ceiling, _ = ct.reference_ceiling(test)
+ceiling, _ = cm.reference_ceiling(test)
 ceiling_rows = [{"captions": "references (each vs the other four)", "CIDEr-D": ceiling,
                  "relative to the references": 1.0}]
 for name in models:
-    v = ct.leave_one_out_cider(decoded[name, "greedy"].captions, test)
+    v = cm.leave_one_out_cider(decoded[name, "greedy"].captions, test)
     ceiling_rows.append({"captions": f"{name}, greedy", "CIDEr-D": v,
                          "relative to the references": v / ceiling})
 ctx.save_table("captioning_ceiling", ceiling_rows)
@@ -211,10 +214,10 @@ ctx.record("captioning", "test_CIDEr-D_greedy_vs_four_refs", mle=ceiling_rows[1]
 # ## 5. Captions before and after, on the same test images
 
 # %%
-shown = list(range(settings.shown))
+shown = list(range(cfg.captioning.shown))
 greedy = {name: decoded[name, "greedy"] for name in models}
-ctx.save_table("captioning_examples", ct.example_rows(test, greedy, shown))
-fig = ct.draw_examples(test, greedy, shown)
+ctx.save_table("captioning_examples", cfig.example_rows(test, greedy, shown))
+fig = cfig.draw_examples(test, greedy, shown)
 ctx.save_figure(fig, "captioning_examples.png")
 plt.show()
 
@@ -226,10 +229,10 @@ plt.show()
 # reward is what REINFORCE maximises.
 
 # %%
-val = ct.load_split(cfg, "validation", cfg.run.eval_examples, cache)
-dists = {name: ct.reward_distribution(m, task, val, cfg.rl.num_samples, jax.random.key(ctx.seed))
+val = ev.load_split(cfg, "validation", cfg.run.eval_examples, cache)
+dists = {name: cm.reward_distribution(m, task, val, cfg.rl.num_samples, jax.random.key(ctx.seed))
          for name, m in models.items()}
-dist_rows = ct.distribution_rows(dists)
+dist_rows = cm.distribution_rows(dists)
 ctx.save_table("captioning_reward_distribution", dist_rows)
 for r in dist_rows:
     print(f"{r['model']:4s} {r['decoding']:7s} n={r['n']:5d}  mean {r['mean']:.3f}  "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ from typing import Any
 
 from rlcv_lib import tasks
 from rlcv_lib.config import PRESETS, ConfigError, get_config
+
+OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+"""A ``key=value`` config override on the command line."""
 
 
 class UsageError(ValueError):
@@ -132,7 +136,7 @@ def tune_one(spec: tasks.TaskSpec, cfg: Any, workdir: Path, *, start: str | None
         _print({"seed": seed, "wall_s": round(time.perf_counter() - t0, 1), "eval": record})
 
     result = fn(cfg, workdir=workdir / f"seed{seed}", start=start, cache_dir=cache_dir,
-                progress=cfg.run.progress, on_eval=show)
+                progress=cfg.run.progress, on_eval=show).summary()
     result = {"task": spec.name, "preset": cfg.preset, "seed": seed, "start": start,
               "config": cfg.to_dict(), **result}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -233,12 +237,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser()
-    # key=value overrides may stand anywhere among the options: collect the unparsed ones
-    args, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
-    unknown = [a for a in rest if a.startswith("-") or "=" not in a]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.overrides = [*args.overrides, *rest]
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # key=value overrides may stand anywhere (also after a list option such as --seeds)
+    overrides = [a for a in argv if OVERRIDE.match(a)]
+    args = p.parse_args([a for a in argv if not OVERRIDE.match(a)])
+    args.overrides = [*args.overrides, *overrides]
     try:
         args.fn(args)
     except UsageError as e:

@@ -52,7 +52,7 @@ class RunConfig:
     progress: bool = True
     """Show tqdm progress bars on long work."""
     from_scratch: bool = False
-    """Retrain MLE models instead of starting from the shipped checkpoints (DESIGN §4)."""
+    """Retrain MLE models instead of starting from the shipped checkpoints (docs/design.md §4.2)."""
 
 
 RUN_PRESETS: dict[str, RunConfig] = {

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcv_lib import config as config_lib
+from rlcv_lib import tasks
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -188,8 +189,10 @@ def setup(name: str, *, preset: str = "cpu", seed: int = 0, workdir: str = "",
     _check("overrides", overrides, dict, "a dict of config overrides")
     if "run.seed" in overrides or "seed" in overrides:
         raise ParameterError("overrides: set the seed with the `seed` parameter, not overrides")
+    spec = tasks.for_notebook(name)  # a task's notebook resolves its config for that task
     try:
-        cfg = config_lib.get_config(preset, {**overrides, "run.seed": seed}, sections=sections)
+        cfg = config_lib.get_config(preset, {**overrides, "run.seed": seed}, sections=sections,
+                                    task=None if spec is None else spec.name)
     except config_lib.ConfigError as e:
         raise ParameterError(f"overrides: {e}") from None
     root = repo_root()

@@ -7,9 +7,9 @@ import pytest
 
 from rlcv_lib import config
 from rlcv_lib.core import sampling
+from rlcv_lib.core.task import check_task
 from rlcv_lib.data import memory, scenes
 from rlcv_lib.models import MODEL_PRESETS, build_model
-from rlcv_lib.tasks import check_task
 from rlcv_lib.tasks.captioning.reward import ReferenceCider
 from rlcv_lib.tasks.captioning.task import (
     CAPTIONING_PRESETS,

@@ -11,7 +11,7 @@ def test_every_preset_resolves_every_section():
     for preset in config.PRESETS:
         cfg = config.get_config(preset)
         assert cfg.preset == preset
-        assert set(cfg.sections) == set(config.SECTIONS)
+        assert set(cfg.sections) == set(config.all_sections())
         for name, section in cfg.sections.items():
             assert dataclasses.is_dataclass(section), name
             assert section.__dataclass_params__.frozen, f"section {name} must be frozen"
@@ -21,7 +21,7 @@ def test_every_section_field_is_documented():
     """Each field has a docstring line under it in its dataclass source (the preset docs)."""
     import inspect
 
-    for name in config.SECTIONS:
+    for name in config.all_sections():
         cls, _ = config._section(name)
         source = inspect.getsource(cls)
         for field in dataclasses.fields(cls):
@@ -86,3 +86,42 @@ def test_replace_swaps_whole_sections_and_names_unknown_ones():
     assert out.train.lr == 0.5 and cfg.train.lr != 0.5 and out.world == cfg.world
     with pytest.raises(config.ConfigError, match="trian"):
         cfg.replace(trian=train)
+
+
+def test_sections_are_the_core_ones_and_one_per_task():
+    from rlcv_lib import tasks
+
+    assert list(config.all_sections()) == [*config.CORE_SECTIONS, *tasks.NAMES]
+
+
+def test_a_config_resolved_for_a_task_takes_its_own_shared_presets():
+    det = config.get_config("cpu", task="detection")
+    assert det.task == "detection" and config.get_config("cpu").task is None
+    assert det.tune != config.get_config("cpu").tune  # detection brings its own `tune` values
+    assert config.get_config("cpu", task="captioning").tune == config.get_config("cpu").tune
+    assert config.get_config("cpu", {"tune.lr": 3e-5}, task="detection").tune.lr == 3e-5
+    with pytest.raises(config.ConfigError, match="unknown task 'nope'"):
+        config.get_config("cpu", task="nope")
+
+
+def test_override_coerces_and_keeps_the_rest():
+    cfg = config.get_config("smoke")
+    scst = cfg.override({"rl.baseline": "greedy", "tune.lr": "0.5"})
+    assert scst.rl.baseline == "greedy" and scst.tune.lr == 0.5 and cfg.rl.baseline == "loo"
+    assert scst.train == cfg.train and scst.rl.num_samples == cfg.rl.num_samples
+    with pytest.raises(config.ConfigError, match="unknown config field 'rl.nope'"):
+        cfg.override({"rl.nope": 1})
+
+
+def test_tuning_fields_stay_out_of_the_mle_hash():
+    cfg = config.get_config("cpu", task="detection")
+    knobs = cfg.override({"detection.val_size": 3, "detection.conf_lr_mult": 2.0})
+    sections = ("model", "world", "train", "detection")
+    assert knobs.hash(sections=sections) != cfg.hash(sections=sections)
+    assert knobs.hash(sections=sections, mle_only=True) == cfg.hash(sections=sections,
+                                                                      mle_only=True)
+    other = cfg.override({"detection.num_slots": 9})
+    assert other.hash(sections=sections, mle_only=True) != cfg.hash(sections=sections,
+                                                                      mle_only=True)
+    assert "val_size" not in config.mle_fields(cfg.detection)
+    assert "num_slots" in config.mle_fields(cfg.detection)

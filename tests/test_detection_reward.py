@@ -148,24 +148,6 @@ def test_threshold_weights_default_equal_and_released_skewed():
                                RELEASED_WEIGHTS)
 
 
-def test_released_replay_weights_thresholds_1_2_2_3_2(monkeypatch):
-    """Quirk 1 lives in the replay's dictionary loop: probe it with a per-threshold reward that
-    is 1 at one threshold and 0 elsewhere, and read off the weight of that threshold."""
-    cfg = R.ReleasedConfig(num_cls=2)
-    seen = []
-    for k, probe in enumerate(D.THRESHOLDS):
-        def fake(seqs_pred, seqs_gt, thr, cfg, probe=probe):
-            seen.append(thr)
-            one = np.ones((1, 1)) * float(thr == probe)
-            return {"reward": one, "num_matches": one, "nms_penalty": one,
-                    "correct": np.zeros((1, 1, 1)), "match_iou": np.zeros((1, 1, 1))}
-        monkeypatch.setattr(R, "_batched", fake)
-        r, _ = R.reward_fn(np.zeros((1, 1, 6)), np.zeros((1, 6)), cfg)
-        assert r[0, 0] == pytest.approx(RELEASED_WEIGHTS[k]), D.THRESHOLDS[k]
-    assert seen == list(D.THRESHOLDS) * 10  # all ten thresholds are computed every time
-    np.testing.assert_allclose(RELEASED_WEIGHTS[[0, 2, 4, 7, 9]] * 10, [1, 2, 2, 3, 2])
-
-
 # --- the released replay -----------------------------------------------------------------------
 
 C = 5

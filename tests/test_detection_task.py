@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from rlcv_lib import config
 from rlcv_lib.core import reinforce
+from rlcv_lib.core.task import check_task
 from rlcv_lib.data import scenes
-from rlcv_lib.tasks import check_task
 from rlcv_lib.tasks.detection.task import (
     CONF_HIGH,
     CONF_LOW,

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlcv_lib.tasks import check_task
+from rlcv_lib.core.task import check_task
 from rlcv_lib.tasks.toy.task import EOS, PAD, SortTask
 
 

@@ -34,11 +34,11 @@ from rlcv_lib.data import pipeline, scenes, sources
 # ------------------------------------------------------------------------------------- seeds
 
 SEED_OFFSETS: Mapping[str, int] = {"pretrain": 0, "tune": 1_000, "mle_as_long": 2_000,
-                                   "eval": 7}
+                                   "eval": 7, "heldout": 10_000}
 """``run.seed + offset`` seeds each phase: MLE pretraining's data order and keys (0), reward
 tuning's (1,000: tuning never replays pretraining's batches in the same order), the
-MLE-as-long control's data (2,000), and the fixed sampling key of validation evaluations during
-tuning (7)."""
+MLE-as-long control's data (2,000), the fixed sampling key of validation evaluations (7), and
+the held-out images of the toy task, whose procedural world has no splits (10,000)."""
 
 
 def seed_for(run_seed: int, purpose: str) -> int:
@@ -281,7 +281,7 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> float:
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.shape != y.shape:
         raise ValueError(f"series of different lengths {x.shape} and {y.shape}")
-    if len(x) < 3 or x.std() == 0 or y.std() == 0:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:  # (a constant's std can round > 0)
         return float("nan")
     return float(np.corrcoef(x, y)[0, 1])
 

@@ -1,4 +1,4 @@
-"""REINFORCE with baselines (DESIGN §8): advantages and the policy-gradient loss.
+"""REINFORCE with baselines (docs/design.md §8.2): advantages and the policy-gradient loss.
 
 ∇θ E_y[R(y)] = E_y[(R(y) − b) ∇θ log p(y)] for any baseline b that does not depend on y.
 Per image we draw N samples y_1..y_N and use:
@@ -53,7 +53,7 @@ class RLConfig:
     top_p: float = 1.0
     """Nucleus truncation while tuning (1: off); needs ``allow_truncation``."""
     allow_truncation: bool = False
-    """Explicit opt-in to temperature ≠ 1 or truncation during tuning (DESIGN §8)."""
+    """Explicit opt-in to temperature ≠ 1 or truncation during tuning (docs/design.md §8.1)."""
     unroll: int = 1
     """``scan`` unroll of the sampler loop (a speed knob, see benchmarks/bench_sampler.py)."""
 

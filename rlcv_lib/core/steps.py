@@ -155,7 +155,7 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
 
 
 def rl_spec(task: Any, rl_cfg: RLConfig) -> sampling.DecodeSpec:
-    """The sampling protocol of reward tuning (DESIGN §8)."""
+    """The sampling protocol of reward tuning (docs/design.md §8.1)."""
     return sampling.DecodeSpec.for_task(
         task, num_samples=rl_cfg.num_samples, temperature=rl_cfg.temperature,
         top_k=rl_cfg.top_k, top_p=rl_cfg.top_p, unroll=rl_cfg.unroll)

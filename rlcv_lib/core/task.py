@@ -1,4 +1,4 @@
-"""The Task protocol (DESIGN §7): what a task supplies to the shared core.
+"""The Task protocol (docs/design.md §7.1): what a task supplies to the shared core.
 
 The trainer, sampler and REINFORCE loop know a task only through these members; everything
 task-specific (tokens, grammar, reward, metric) lives in the task module.

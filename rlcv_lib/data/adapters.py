@@ -1,4 +1,4 @@
-"""Real datasets (and the scenes TFDS copy) mapped to the example dict of DESIGN §7.
+"""Real datasets (and the scenes TFDS copy) mapped to the example dict of docs/design.md §3.2.
 
 Supported: ``coco/2017`` (detection), ``coco/2017_panoptic``, ``coco_captions`` and
 ``imagenet2012`` (colorization), plus ``scenes`` records of :mod:`rlcv_lib.data.tfds_scenes`,

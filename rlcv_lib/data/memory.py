@@ -43,7 +43,7 @@ class SceneSource:
 
 
 class ArrayDataset:
-    """A split as packed arrays; ``ds[i]`` rebuilds the example dict of DESIGN §7."""
+    """A split as packed arrays; ``ds[i]`` rebuilds the example dict of docs/design.md §3.2."""
 
     def __init__(self, arrays: dict[str, np.ndarray]):
         self.arrays = arrays

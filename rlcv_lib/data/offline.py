@@ -1,4 +1,4 @@
-"""The one place that keeps TensorFlow Datasets off the network (DESIGN §9).
+"""The one place that keeps TensorFlow Datasets off the network (docs/design.md §9).
 
 TFDS may look for prepared datasets and their metadata on Google Cloud Storage
 (``gs://tfds-data``), and probe for dataset info files and community registries. This machine

@@ -5,7 +5,7 @@ One scene is a pure function of ``(config, split, index)`` (NumPy only; no JAX o
 the background; 0..``max_objects`` "things" of several shape classes are painted on top in
 named palette colours (:mod:`rlcv_lib.data.palette`), later ones occluding earlier ones.
 
-Conventions (DESIGN §7):
+Conventions (docs/design.md §3.2, §3.3):
 
 * **Example dict**: ``image`` uint8 [H,W,3]; ``image_id`` int; ``boxes`` float32 [K,4]
   normalised ``(ymin, xmin, ymax, xmax)``; ``labels`` int32 [K] (0-based index into
@@ -27,7 +27,7 @@ Conventions (DESIGN §7):
   large mean what they mean on COCO at any resolution.
 
 Difficulty is a set of :class:`WorldConfig` knobs, so the world can leave the headroom the
-paper's MLE models had (REFERENCE.md: a 4-class world of flat shapes saturates at mAP 91):
+paper's MLE models had (docs/design.md §3.4: a 4-class world of flat shapes saturates at mAP 91):
 more ``thing_classes`` (pairs that differ in detail: circle/ring, square/frame), a wider
 ``size_range`` towards small objects, more ``max_objects`` (crowding, occlusion),
 ``texture_strength`` and ``noise_std`` (clutter), ``muted_prob`` (dull colours), no
@@ -516,7 +516,7 @@ def generate(cfg: WorldConfig, split: str, index: int) -> Scene:
 
 
 def to_example(scene: Scene) -> dict[str, Any]:
-    """The DESIGN §7 example dict of a scene."""
+    """The example dict of a scene (docs/design.md §3.2)."""
     h, w = scene.panoptic.shape
     boxes = np.array([[t.bbox[0] / h, t.bbox[1] / w, (t.bbox[2] + 1) / h, (t.bbox[3] + 1) / w]
                       for t in scene.things], np.float32).reshape(-1, 4)

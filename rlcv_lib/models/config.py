@@ -1,7 +1,7 @@
 """Model sizes: :class:`ModelConfig` and the presets/named sizes of the encoder-decoder.
 
-CPU sizes follow DESIGN §4: decoding costs decoder depth × tokens while the encoder runs once
-per image, so CPU models get a shallow decoder and a deeper encoder. The paper's sizes
+CPU sizes follow docs/design.md §4.1: decoding costs decoder depth × tokens while the encoder
+runs once per image, so CPU models get a shallow decoder and a deeper encoder. The paper's sizes
 (``vit_b16_*``, ``vit_l16_*``) are only ever traced abstractly on a CPU (``jax.eval_shape``).
 """
 
@@ -70,7 +70,7 @@ class ModelConfig:
                 raise ValueError(f"{name}_width={w} is not a multiple of {name}_heads={h}")
 
 
-# Named sizes. The three paper models (DESIGN §4, REFERENCE "The paper"): detection ViT-B/16 +
+# Named sizes. The three paper models (docs/design.md §4.1, §10.1): detection ViT-B/16 +
 # 6-layer decoder, 600 tokens at 1280²; panoptic (UViM stage II) ViT-L/16 + 24-layer decoder, 256
 # code tokens from a 4096 codebook at 512²; captioning ViT-B/16 + 6-layer decoder, 128 tokens.
 _VIT_B = dict(patch_size=16, enc_width=768, enc_depth=12, enc_heads=12, enc_mlp=3072)

@@ -54,8 +54,10 @@ class TaskSpec:
     """Shipped checkpoints in the order they are made; a later stage's manifest records the
     manifest hash of the stage before it."""
     tune: str | None = None
-    """``"module:function"``: ``fn(cfg, *, start, cache_dir, progress, on_eval) -> dict`` (a
-    JSON-able result with ``"test"`` rows), what ``python -m rlcv_lib tune`` runs."""
+    """``"module:function"``: ``fn(cfg, *, workdir, start, cache_dir, progress, on_eval)``, the
+    task's main path (tuning from the MLE model, the checkpoint chosen on validation, the test
+    rows), returning a result whose ``summary()`` is JSON-able with ``"test": {row: metrics}``:
+    what the task's notebook and ``python -m rlcv_lib tune`` run."""
     notebook: str | None = None
     """The notebook that reproduces the task (a name in ``notebooks/manifest.toml``)."""
 

@@ -51,16 +51,12 @@ BASELINES = {"LOO": "loo", "SCST": "greedy"}
 
 
 def run_dirs(workdir: str | Path) -> dict[str, Path]:
-    """Where the notebook's parts live under ``workdir``: ``mle`` (MLE from scratch, resumable),
-    one tuning dir per :data:`BASELINES` name (emptied here: tuning always runs afresh, so a
-    result never comes from an older code or config), and ``cache`` (scenes splits, shared with
-    the other notebooks)."""
+    """Where the parts of :func:`tune_and_evaluate` live under ``workdir``: ``mle`` (MLE from
+    scratch, resumable), one tuning dir per :data:`BASELINES` name, and ``cache`` (scenes
+    splits, shared with the other notebooks)."""
     root = Path(workdir)
-    dirs = {"mle": root / "captioning_mle", "cache": root / "scenes_cache"}
-    for name in BASELINES:
-        dirs[name] = root / f"captioning_tune_{name.lower()}"
-        shutil.rmtree(dirs[name], ignore_errors=True)
-    return dirs
+    return {"mle": root / "captioning_mle", "cache": root / "scenes_cache",
+            **{name: root / f"captioning_tune_{name.lower()}" for name in BASELINES}}
 
 
 def make_tune_eval(task: cap.CaptioningTask, split: ev.Split, num_samples: int, key: jax.Array,
@@ -171,24 +167,57 @@ def compare_baselines(rows: Sequence[Mapping[str, Any]], runs: Sequence[Tuned],
     return "\n".join(lines)
 
 
-def tune_and_evaluate(cfg: Any, *, workdir: str | Path, start: str | Path | None = None,
-                      cache_dir: str | None = None, progress: bool = False,
+@dataclasses.dataclass
+class CaptioningTuning:
+    """What :func:`tune_and_evaluate` trained and measured."""
+
+    pre: shipped.Pretrained
+    """The MLE starting point (its curve, manifest and wrong-image control)."""
+    val: ev.Split
+    """The validation images of the tuning curve and the checkpoint choice."""
+    runs: dict[str, Tuned]
+    """One tuning per :data:`BASELINES` name, its chosen state loaded."""
+    test: ev.Split
+    rows: list[dict[str, Any]]
+    """Test rows of every model (MLE and each run) by every decoding rule."""
+    decoded: dict[tuple[str, str], cm.Decoded]
+    """The test captions, by (model, decoding)."""
+
+    @property
+    def models(self) -> dict[str, Any]:
+        return {"MLE": self.pre.model, **{n: r.model for n, r in self.runs.items()}}
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able result (what ``python -m rlcv_lib tune captioning`` writes)."""
+        return {"test": {f"{r['model']}, {r['decoding']}": r for r in self.rows},
+                "best_step": {n: r.best_step for n, r in self.runs.items()},
+                "tune_seconds": {n: r.seconds for n, r in self.runs.items()},
+                "curve": tune_curves(list(self.runs.values())),
+                "mle_source": self.pre.source}
+
+
+def tune_and_evaluate(cfg: Any, *, workdir: str | Path, pre: shipped.Pretrained | None = None,
+                      start: str | Path | None = None, cache_dir: str | None = None,
+                      progress: bool = False,
                       on_eval: Callable[[dict[str, Any]], None] | None = None
-                      ) -> dict[str, Any]:
-    """The notebook's tuning protocol for ``cfg.run.seed`` without figures (what ``python -m
-    rlcv_lib tune captioning`` runs): the MLE model (shipped, or ``start``; else trained in
-    ``workdir``), both tunings with the checkpoint chosen on validation, and the test rows of
-    every model, greedy and beam, scored without the Java tools (CIDEr-D, BLEU-4 and ROUGE-L as
-    in the notebook, no METEOR). Returns ``{"test": {"<model>, <decoding>": metrics},
-    "rows": [...], "best_step": {name: step}, "tune_seconds": {name: s}, "curve": [...]}``;
-    ``on_eval`` sees every validation evaluation."""
+                      ) -> CaptioningTuning:
+    """Captioning's main path, what notebook ``04_captioning`` and ``python -m rlcv_lib tune
+    captioning`` run: the MLE model (``pre``, else the shipped one or ``start``; without one,
+    MLE from scratch in ``workdir``), both tunings with the checkpoint chosen on validation
+    (:func:`tune_and_select`, in ``workdir``), and the test rows of every model, greedy and
+    beam (``captioning.beam_size``), scored by the task's judge (METEOR and the PTB tokenizer
+    only with ``captioning.java_metrics`` and Java). ``on_eval`` sees every validation
+    evaluation, after each tuning."""
     dirs = run_dirs(workdir)
-    pre = shipped.load_or_pretrain(RECIPE, cfg, dirs["mle"], path=start, cache_dir=cache_dir,
-                                   progress=progress)
+    if pre is None:
+        pre = shipped.load_or_pretrain(RECIPE, cfg, dirs["mle"], path=start,
+                                       cache_dir=cache_dir, progress=progress)
     val = ev.load_split(cfg, "validation", cfg.captioning.val_size, cache_dir)
     key = jax.random.key(ev.seed_for(cfg.run.seed, "eval"))
     runs = {}
     for name, baseline in BASELINES.items():
+        # tuning always runs afresh: a result never comes from an older code or config
+        shutil.rmtree(dirs[name], ignore_errors=True)
         runs[name] = tune_and_select(cfg, nnx.clone(pre.model), pre.task, dirs[name], baseline,
                                      val, name=name, key=key, cache_dir=cache_dir,
                                      progress=progress)
@@ -197,9 +226,6 @@ def tune_and_evaluate(cfg: Any, *, workdir: str | Path, start: str | Path | None
                 on_eval({"model": name, **e})
     test = ev.load_split(cfg, "test", cfg.run.eval_examples, cache_dir)
     models = {"MLE": pre.model, **{n: r.model for n, r in runs.items()}}
-    rows, _ = cm.evaluate_models(models, cm.without_java(pre.task), test,
-                                 beam_size=cfg.captioning.beam_size)
-    return {"test": {f"{r['model']}, {r['decoding']}": r for r in rows}, "rows": rows,
-            "best_step": {n: r.best_step for n, r in runs.items()},
-            "tune_seconds": {n: r.seconds for n, r in runs.items()},
-            "curve": tune_curves(list(runs.values())), "mle_source": pre.source}
+    rows, decoded = cm.evaluate_models(models, pre.task, test,
+                                       beam_size=cfg.captioning.beam_size)
+    return CaptioningTuning(pre, val, runs, test, rows, decoded)

@@ -1,8 +1,8 @@
 """Object detection as a token sequence (pix2seq), tuned with the paper's detection reward.
 
-**Sequence** (DESIGN §8): ``num_slots`` slots of six tokens ``[ymin, xmin, ymax, xmax, class,
-conf]``, ``L = 6 · num_slots``, no EOS. The MLE target lists the ground-truth boxes first (in a
-random order when ``tokenize`` gets an ``rng``, as pix2seq) and fills the remaining slots with
+**Sequence** (docs/design.md §7.2): ``num_slots`` slots of six tokens ``[ymin, xmin, ymax, xmax,
+class, conf]``, ``L = 6 · num_slots``, no EOS. The MLE target lists the ground-truth boxes first (in
+a random order when ``tokenize`` gets an ``rng``, as pix2seq) and fills the remaining slots with
 PAD. An absent box is six PAD tokens, and the decision is made at the slot's first token, which
 allows the coordinates ∪ {PAD}; so REINFORCE reaches the choice to emit a box.
 

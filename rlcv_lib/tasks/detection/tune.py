@@ -23,6 +23,7 @@ the same starting model for the seconds that tuning's updates took.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import optim, shipped
@@ -146,34 +148,64 @@ def tune_from_mle(cfg: Any, model, task: det.DetectionTask, val: ev.Split, *,
     return run, monitor
 
 
-def tune_and_evaluate(cfg: Any, *, workdir: str | Path | None = None,
-                      start: str | Path | None = None, cache_dir: str | None = None,
-                      progress: bool = False,
+@dataclasses.dataclass
+class DetectionTuning:
+    """What :func:`tune_and_evaluate` trained and measured."""
+
+    pre: shipped.Pretrained
+    """The MLE starting point (its curve, manifest and wrong-image control)."""
+    mle_model: Any
+    """The MLE model, unchanged."""
+    model: Any
+    """The tuned model, with the state chosen on validation restored."""
+    run: tuning.TuneResult
+    monitor: TuningMonitor
+    """The validation curve (``monitor.history``) and the checkpoint choice."""
+    test: ev.Split
+    metrics: dict[str, dict[str, float]]
+    """Test rows: ``"MLE"`` (``MLE_RULE``), ``"tuned"`` (``detection.tuned_score``) and the
+    tuned boxes under each other score rule (``"tuned, <rule> score"``)."""
+    predictions: dict[str, list[dict[str, np.ndarray]]]
+    """The test predictions of each row."""
+    best_step: int
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON-able result (what ``python -m rlcv_lib tune detection`` writes)."""
+        return {"test": self.metrics, "curve": self.monitor.history.records(),
+                "best_step": self.best_step, "tune_seconds": self.run.seconds,
+                "update_seconds": ev.update_seconds(self.run.history),
+                "mle_steps": self.pre.manifest.get("steps"), "mle_source": self.pre.source}
+
+
+def tune_and_evaluate(cfg: Any, *, pre: shipped.Pretrained | None = None,
+                      workdir: str | Path | None = None, start: str | Path | None = None,
+                      cache_dir: str | None = None, progress: bool = False,
                       on_eval: Callable[[dict[str, Any]], None] | None = None
-                      ) -> dict[str, Any]:
-    """The detection notebook's main path, without figures or the slower controls (what
-    ``python -m rlcv_lib tune detection`` runs): the shipped MLE model (``start``: another
-    shipped checkpoint directory; without one, MLE from scratch in ``workdir``),
-    :func:`tune_from_mle` (best validation state kept in memory), and the
-    test metrics of the MLE model (``MLE_RULE``) and of the tuned model under each score rule.
-    Returns ``{"test": {row: metrics}, "curve", "best_step", "tune_seconds",
-    "update_seconds", "mle_steps"}``."""
-    mle_dir = None if workdir is None else Path(workdir) / "detection_mle"
-    pre = shipped.load_or_pretrain(detection_pretrain.RECIPE, cfg, mle_dir, path=start,
-                                   cache_dir=cache_dir, progress=progress)
+                      ) -> DetectionTuning:
+    """Detection's main path, what notebook ``03_detection`` and ``python -m rlcv_lib tune
+    detection`` run: the MLE model (``pre``, else the shipped one or ``start``, another shipped
+    checkpoint directory; without one, MLE from scratch in ``workdir``), its test metrics,
+    :func:`tune_from_mle` (best validation state kept in memory and restored), and the tuned
+    model's test metrics under every score rule (one decode). The test split is read once per
+    row, after all choices."""
+    if pre is None:
+        mle_dir = None if workdir is None else Path(workdir) / "detection_mle"
+        pre = shipped.load_or_pretrain(detection_pretrain.RECIPE, cfg, mle_dir, path=start,
+                                       cache_dir=cache_dir, progress=progress)
     task, model = pre.task, pre.model
+    mle_model = nnx.clone(model)  # pre.model is tuned in place
     val = ev.load_split(cfg, "validation", cfg.detection.val_size, cache_dir)
-    test_split = ev.load_split(cfg, "test", cfg.run.eval_examples, cache_dir)
-    test = {"MLE": dm.evaluate(model, task, test_split, dm.MLE_RULE)[0]}
+    test = ev.load_split(cfg, "test", cfg.run.eval_examples, cache_dir)
+    mle_metrics, mle_preds = dm.evaluate(mle_model, task, test, dm.MLE_RULE)
     run, monitor = tune_from_mle(cfg, model, task, val, cache_dir=cache_dir,
                                  progress=progress, on_eval=on_eval)
     best_step = monitor.restore_best(model)
-    tuned_rule = dm.tuned_rule(cfg.detection)
-    tuned, _ = dm.evaluate_scored(model, task, test_split, tuned_rule)
-    test["tuned"] = tuned[tuned_rule.score]
-    for rule in (dm.TUNED_CONF_RULE, dm.TUNED_CLASS_RULE, dm.TUNED_RULE):
-        if rule.score != tuned_rule.score:
-            test[f"tuned, {rule.score.replace('_', ' ')} score"] = tuned[rule.score]
-    return {"test": test, "curve": monitor.history.records(), "best_step": best_step,
-            "tune_seconds": run.seconds, "update_seconds": ev.update_seconds(run.history),
-            "mle_steps": pre.manifest.get("steps")}
+    rule = dm.tuned_rule(cfg.detection)
+    tuned, tuned_preds = dm.evaluate_scored(model, task, test, rule)  # one decode, every score
+    metrics, preds = {"MLE": mle_metrics, "tuned": tuned[rule.score]}, {
+        "MLE": mle_preds, "tuned": tuned_preds[rule.score]}
+    for score in det.SCORE_RULES:
+        if score != rule.score:
+            name = f"tuned, {score.replace('_', ' ')} score"
+            metrics[name], preds[name] = tuned[score], tuned_preds[score]
+    return DetectionTuning(pre, mle_model, model, run, monitor, test, metrics, preds, best_step)

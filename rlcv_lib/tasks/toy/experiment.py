@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import optim, steps, train
 from rlcv_lib.core.history import History
 from rlcv_lib.core.reinforce import RLConfig
@@ -80,10 +81,10 @@ class ToyResult:
 def make_evaluator(task: SortTask, toy: ToyConfig, seed: int):
     """``fn(model) -> {greedy_reward, greedy_exact, sampled_reward}`` on fixed held-out images
     (greedy decoding; and ``num_samples`` samples at temperature 1 with a fixed key)."""
-    heldout = task.batch(10_000 + seed, 0, toy.eval_examples)
+    heldout = task.batch(ev.seed_for(seed, "heldout"), 0, toy.eval_examples)
     greedy = steps.make_eval_fn(task)
     sample = steps.make_sample_fn(task, RLConfig(num_samples=toy.num_samples))
-    key = jax.random.key(seed + 1)
+    key = jax.random.key(ev.seed_for(seed, "eval"))
 
     def evaluate(model) -> dict[str, float]:
         tokens = np.asarray(greedy(model, heldout))[:, None]  # [B,1,L]
@@ -116,8 +117,9 @@ def run(toy: ToyConfig, seed: int = 0, progress: bool = True) -> ToyResult:
                                  schedule="constant", batch_size=toy.tune_batch_size,
                                  num_steps=toy.tune_steps, log_every=5)
     rl_cfg = RLConfig(num_samples=toy.num_samples)
+    tune_seed = ev.seed_for(seed, "tune")
     tune = train.fit(model, optim.make_optimizer(model, tune_cfg), steps.make_rl_step(task, rl_cfg),
-                     lambda s: task.batch(seed + 1, s, toy.tune_batch_size), seed=seed + 1,
+                     lambda s: task.batch(tune_seed, s, toy.tune_batch_size), seed=tune_seed,
                      progress=progress, desc="REINFORCE",
                      num_steps=tune_cfg.num_steps, log_every=tune_cfg.log_every,
                      eval_fn=lambda m, step: evaluate(m), eval_every=toy.eval_every,

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from rlcv_lib.config import get_config
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import pretrain as mle
 from rlcv_lib.data import pipeline, sources
 from rlcv_lib.tasks.captioning import pretrain as cx
 from rlcv_lib.tasks.captioning import task as cap
@@ -23,7 +25,7 @@ def task(cfg):
 @pytest.fixture(scope="module")
 def run(cfg, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("cap") / "mle"
-    return cx.pretrain(cfg, workdir, eval_examples=16, progress=False), workdir
+    return mle.pretrain(cx.RECIPE, cfg, workdir, eval_examples=16, progress=False), workdir
 
 
 def _loader(cfg, batch=8):
@@ -72,16 +74,16 @@ def test_pretrain_records_a_validation_curve_and_resumes(cfg, run):
         assert all(np.isfinite(r[f"nll_{k}"]) and r[f"nll_{k}"] > 0
                    for k in ("colour", "count", "shape", "other", "eos"))
     assert evals[-1]["nll_other"] < evals[0]["nll_other"]  # four steps of MLE already help
-    again = cx.pretrain(cfg, workdir, eval_examples=16, progress=False)
+    again = mle.pretrain(cx.RECIPE, cfg, workdir, eval_examples=16, progress=False)
     assert len(again.history.records("train")) == len(result.history.records("train"))
 
 
 def test_evaluator_scores_the_greedy_captions(task, run):
     result, _ = run
-    examples = [{"captions": list(c)} for c in result.val_batch["captions"][:6]]
-    batch = {k: result.val_batch[k][:6] for k in ("image", "captions")}
-    m = cx.make_evaluator(task, examples, batch)(result.model)
-    tokens = cx.greedy_tokens(result.model, task, batch["image"], chunk=4)
+    examples = [{"captions": list(c)} for c in result.val.batch["captions"][:6]]
+    batch = {k: result.val.batch[k][:6] for k in ("image", "captions")}
+    m = cx.make_evaluator(task, ev.Split("validation", examples, batch))(result.model)
+    tokens = ev.decode(result.model, task, batch["image"], chunk=4)
     want = task.evaluate([task.detokenize(t) for t in tokens], examples)
     assert m["CIDEr-D"] == pytest.approx(want["CIDEr-D"])
     assert m["reward"] == pytest.approx(float(task.reward(tokens[:, None], batch)[0].mean()))
@@ -89,36 +91,38 @@ def test_evaluator_scores_the_greedy_captions(task, run):
 
 def test_wrong_image_control(task, run):
     result, _ = run
-    batch = {k: result.val_batch[k][:8] for k in ("image", "captions")}
-    control = cx.wrong_image_control(result.model, task, batch)
+    batch = {k: result.val.batch[k][:8] for k in ("image", "captions")}
+    control = ev.wrong_image_control(cx.RECIPE, result.model, task, batch)
     for k in cx.WORD_CLASSES:
         assert control["gap"][k] == pytest.approx(control["wrong"][k] - control["true"][k],
                                                   nan_ok=True)
     assert control["gap"]["other"] != 0.0  # the model's outputs depend on the image
     same = dict(batch, image=np.repeat(batch["image"][:1], 8, axis=0))
-    control = cx.wrong_image_control(result.model, task, same)
+    control = ev.wrong_image_control(cx.RECIPE, result.model, task, same)
     assert all(abs(v) < 1e-5 for v in control["gap"].values() if np.isfinite(v))
     with pytest.raises(ValueError, match=">= 2 images"):
-        cx.wrong_image_control(result.model, task, {k: v[:1] for k, v in batch.items()})
+        ev.wrong_image_control(cx.RECIPE, result.model, task, {k: v[:1] for k, v in batch.items()})
 
 
 def test_class_nll_is_the_mean_teacher_forced_nll(task, run):
     from rlcv_lib.core import sampling
 
     result, _ = run
-    images = result.val_batch["image"][:4]
-    tokens = cx.truth_tokens(task, {"captions": result.val_batch["captions"][:4]})
+    images = result.val.batch["image"][:4]
+    tokens = cx.truth_tokens(task, {"captions": result.val.batch["captions"][:4]})
     lp = np.asarray(sampling.teacher_forced_jit(
         result.model, images, tokens[:, None], sampling.DecodeSpec.for_task(task)).logprobs)[:, 0]
-    got = cx.class_nll(result.model, task, images, tokens, chunk=3)
+    got = ev.masked_nll(result.model, task, images, tokens, cx.word_class_masks(task, tokens),
+                        chunk=3)
     assert got["eos"] == pytest.approx(-lp[tokens == cap.EOS].mean(), rel=1e-5)
 
 
 def test_restore_model_gives_the_trained_model(cfg, task, run):
     result, workdir = run
-    model, _, step = cx.restore_model(cfg, workdir)
+    model, _, step = mle.restore_model(cx.RECIPE, cfg, workdir)
     assert step == 4
-    images = result.val_batch["image"][:4]
-    tokens = cx.truth_tokens(task, {"captions": result.val_batch["captions"][:4]})
-    assert cx.class_nll(model, task, images, tokens) == cx.class_nll(result.model, task, images,
-                                                                     tokens)
+    images = result.val.batch["image"][:4]
+    tokens = cx.truth_tokens(task, {"captions": result.val.batch["captions"][:4]})
+    masks = cx.word_class_masks(task, tokens)
+    assert (ev.masked_nll(model, task, images, tokens, masks)
+            == ev.masked_nll(result.model, task, images, tokens, masks))

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from rlcv_lib import tasks
 from rlcv_lib.config import get_config
 from rlcv_lib.core import checkpoint
+from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import shipped as pretrained
 from rlcv_lib.tasks.detection.pretrain import RECIPE
 
@@ -25,7 +27,7 @@ def shipped(tmp_path_factory):
     pre = pretrained.load_or_pretrain(RECIPE, cfg, root / "mle", path=root / "none",
                                       eval_examples=8, progress=False)
     run = pretrained.pretrain(RECIPE, cfg, root / "mle", eval_examples=8, progress=False)
-    control = pretrained.wrong_image_control(RECIPE, run.model, run.task, run.val_batch)
+    control = ev.wrong_image_control(RECIPE, run.model, run.task, run.val.batch)
     path = pretrained.ship(RECIPE, cfg, run, root / "detection-smoke", control)
     return pre, run, path
 
@@ -61,6 +63,23 @@ def test_tuning_sections_do_not_invalidate_the_shipped_model(shipped):
     pre = pretrained.load_or_pretrain(RECIPE, _cfg(**{"tune.lr": 3e-5, "rl.num_samples": 2}),
                                       None, path=path)
     assert pre.source == "shipped"
+    # the task section's tuning fields (validation size, checkpoint metric, ...) do not either
+    pre = pretrained.load_or_pretrain(
+        RECIPE, _cfg(**{"detection.val_size": 7, "detection.conf_lr_mult": 3.0,
+                        "detection.tuned_score": "confidence"}), None, path=path)
+    assert pre.source == "shipped"
+    # ... while a task field that MLE reads does
+    with pytest.raises(checkpoint.ManifestMismatchError):
+        pretrained.load_or_pretrain(RECIPE, _cfg(**{"detection.num_slots": 9}), None, path=path)
+
+
+def test_the_control_comes_from_the_manifest_or_is_measured(shipped):
+    pre, run, path = shipped
+    loaded = pretrained.load_or_pretrain(RECIPE, _cfg(), None, path=path)
+    control, where = loaded.wrong_image_control(run.val)
+    assert where == "shipped manifest" and control == loaded.manifest["wrong_image_control"]
+    control, where = pre.wrong_image_control(run.val)  # trained here: measured now
+    assert where.startswith("measured on") and set(control) == {"true", "wrong", "gap"}
 
 
 def test_the_step_count_matters_only_under_a_decaying_schedule(shipped):
@@ -104,20 +123,65 @@ def test_an_earlier_checkpoint_of_a_longer_run_ships_as_it_stood(tmp_path):
     assert checkpoint.read_manifest(path)["steps"] == 2
 
 
-def test_unknown_task_names_the_choices():
+def test_ship_run_ships_the_latest_or_a_given_checkpoint(tmp_path):
+    cfg = _cfg(**{"train.schedule": "constant", "train.num_steps": 4})
+    pretrained.pretrain(RECIPE, cfg, tmp_path / "mle", eval_examples=8, progress=False)
+    latest = pretrained.ship_run(RECIPE, cfg, tmp_path / "mle", out=tmp_path / "latest")
+    at2 = pretrained.ship_run(RECIPE, cfg, tmp_path / "mle", at=2, out=tmp_path / "at2")
+    assert checkpoint.read_manifest(latest)["steps"] == 4
+    assert checkpoint.read_manifest(at2)["steps"] == 2
+    assert checkpoint.read_manifest(at2)["stage"] == "mle"
+    assert "requires" not in checkpoint.read_manifest(at2)  # a first stage requires nothing
+
+
+def test_unknown_task_or_stage_names_the_choices():
     with pytest.raises(ValueError, match="captioning"):
         pretrained.recipe_for("segmentation")
+    with pytest.raises(ValueError, match="stage2.*its stages: \\['mle'\\]"):
+        pretrained.recipe_for("detection", "stage2")
     assert pretrained.recipe_for("detection") is RECIPE
     assert pretrained.shipped_path("detection", "cpu").name == "detection-cpu"
 
 
-@pytest.mark.parametrize("task_name", sorted(pretrained.TASK_MODULES))
+def test_a_later_stage_made_from_another_earlier_stage_is_refused(monkeypatch, tmp_path):
+    """A two-stage task (UViM-like): stage2's manifest records stage1's manifest hash; after
+    stage1 is re-shipped, the shipped stage2 is refused with what to regenerate."""
+    two = tasks.TaskSpec(name="detection", section=tasks.get("detection").section,
+                         stages=(tasks.Stage("stage1", "rlcv_lib.tasks.detection.pretrain:RECIPE",
+                                             ("model", "world", "train", "detection")),
+                                 tasks.Stage("stage2", "rlcv_lib.tasks.detection.pretrain:RECIPE",
+                                             ("model", "world", "train", "detection"))))
+    monkeypatch.setattr(tasks, "get", lambda name: two)
+    monkeypatch.setattr(pretrained, "ROOT", tmp_path)
+    cfg = _cfg()
+    run = pretrained.pretrain(RECIPE, cfg, tmp_path / "mle", eval_examples=8, progress=False)
+    assert pretrained.shipped_path("detection", "smoke", stage="stage1").name == \
+        "detection-stage1-smoke"
+    with pytest.raises(FileNotFoundError, match="stage 'stage1'"):
+        pretrained.requires("detection", "smoke", "stage2")  # stage1 not shipped yet
+    s1 = pretrained.shipped_path("detection", "smoke", stage="stage1")
+    pretrained.ship(RECIPE, cfg, run, s1, stage="stage1")
+    s2 = pretrained.shipped_path("detection", "smoke", stage="stage2")
+    pretrained.ship(RECIPE, cfg, run, s2, stage="stage2",
+                    requires=pretrained.requires("detection", "smoke", "stage2"))
+    assert checkpoint.read_manifest(s2)["requires"] == {"stage1": pretrained.manifest_hash(s1)}
+    pre = pretrained.load_or_pretrain(RECIPE, cfg, None, stage="stage2")
+    assert pre.source == "shipped" and pre.path == s2
+    pretrained.ship(RECIPE, _cfg(**{"run.seed": 1}), run, s1, stage="stage1")  # re-shipped
+    with pytest.raises(checkpoint.ManifestMismatchError,
+                       match="stage 'stage2' was made from 'stage1'.*pretrain detection smoke "
+                             "--stage stage2"):
+        pretrained.load_or_pretrain(RECIPE, cfg, None, stage="stage2")
+
+
+@pytest.mark.parametrize("task_name", [n for n in tasks.NAMES if tasks.get(n).stages])
 def test_the_shipped_cpu_checkpoints_match_the_cpu_preset(task_name):
     """A change to the cpu preset's MLE sections (or the world) must come with `make pretrain`."""
     from rlcv_lib.data import scenes
 
     path = pretrained.shipped_path(task_name, "cpu")
     manifest = checkpoint.read_manifest(path)
-    checkpoint.check_manifest(manifest, pretrained.matching_config(get_config("cpu")),
-                              scenes.WORLD_VERSION, sections=pretrained.mle_sections(task_name))
+    cfg = pretrained.matching_config(get_config("cpu", task=task_name))
+    checkpoint.check_manifest(manifest, cfg, scenes.WORLD_VERSION,
+                              sections=pretrained.mle_sections(task_name))
     assert manifest["task"] == task_name and manifest["steps"] > 0

@@ -7,8 +7,8 @@ from flax import nnx
 from rlcv_lib.config import get_config
 from rlcv_lib.core import tune as tuning
 from rlcv_lib.models import build_model
-from rlcv_lib.tasks.captioning import pretrain as captioning_experiment
-from rlcv_lib.tasks.detection import pretrain as detection_experiment
+from rlcv_lib.tasks.captioning import pretrain as cp
+from rlcv_lib.tasks.detection import pretrain as dp
 
 
 def _cfg(baseline="loo"):
@@ -22,8 +22,8 @@ def _params(model):
     return [np.asarray(v.value) for _, v in nnx.state(model, nnx.Param).flat_state()]
 
 
-@pytest.mark.parametrize("recipe,baseline", [(detection_experiment.RECIPE, "loo"),
-                                             (captioning_experiment.RECIPE, "greedy")])
+@pytest.mark.parametrize("recipe,baseline", [(dp.RECIPE, "loo"),
+                                             (cp.RECIPE, "greedy")])
 def test_tune_updates_the_model_and_records_the_curve(recipe, baseline, tmp_path):
     cfg = _cfg(baseline)
     task = recipe.make_task(cfg, None)
@@ -50,22 +50,9 @@ def test_tune_updates_the_model_and_records_the_curve(recipe, baseline, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_task_defaults_apply_per_preset_unless_the_user_overrode_them():
-    defaults = {"smoke": {"tune.lr": 0.5, "rl.num_samples": 3}, "cpu": {"tune.lr": 0.25}}
-    cfg = tuning.with_task_defaults(_cfg(), defaults)
-    assert (cfg.tune.lr, cfg.rl.num_samples) == (0.5, 3)
-    assert cfg.train == _cfg().train  # other sections untouched
-    kept = tuning.with_task_defaults(_cfg(), defaults, {"tune.lr": 3e-3})
-    assert (kept.tune.lr, kept.rl.num_samples) == (_cfg().tune.lr, 3)
-    with pytest.raises(ValueError, match="num_samples"):
-        tuning.with_task_defaults(_cfg(), {"smoke": {"rl.num_samples": 1}})
+def test_tuning_seeds_its_own_stream():
+    """Tuning's batches come from the training split at seed_for(seed, "tune"), not MLE's."""
+    from rlcv_lib.core import evaluate as ev
 
-
-def test_detection_tunes_for_its_own_cpu_length():
-    from rlcv_lib.tasks.detection import tune as detection_tuning
-
-    cpu = get_config("cpu")
-    cfg = tuning.with_task_defaults(cpu, detection_tuning.TUNE_DEFAULTS)
-    assert cfg.tune.num_steps == 1500 and cpu.tune.num_steps == 400
-    assert cfg.tune.lr == cpu.tune.lr == 1e-4
-    assert cfg.tune.batch_size == 16 and cpu.tune.batch_size == 8
+    assert ev.seed_for(3, "tune") != ev.seed_for(3, "pretrain")
+    assert ev.seed_for(3, "tune") - 3 == ev.SEED_OFFSETS["tune"]

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 
 from rlcv_lib.config import get_config
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import pretrain as mle
 from rlcv_lib.data import pipeline, sources
+from rlcv_lib.tasks.detection import metrics as dm
 from rlcv_lib.tasks.detection import pretrain as dx
 from rlcv_lib.tasks.detection import task as det
 
@@ -23,7 +26,7 @@ def task(cfg):
 @pytest.fixture(scope="module")
 def run(cfg, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("det") / "mle"
-    return dx.pretrain(cfg, workdir, eval_examples=16, progress=False), workdir
+    return mle.pretrain(dx.RECIPE, cfg, workdir, eval_examples=16, progress=False), workdir
 
 
 def _loader(cfg, batch=8):
@@ -74,13 +77,13 @@ def test_pretrain_records_a_validation_curve_and_resumes(cfg, run):
         assert r["boxes_per_image"] >= 0 and r["gt_per_image"] > 0
         assert all(np.isfinite(r[f"nll_{k}"]) and r[f"nll_{k}"] > 0 for k in dx.TOKEN_KINDS)
     assert evals[-1]["nll_conf"] < evals[0]["nll_conf"]  # conf targets are always 2: learnt
-    again = dx.pretrain(cfg, workdir, eval_examples=16, progress=False)
+    again = mle.pretrain(dx.RECIPE, cfg, workdir, eval_examples=16, progress=False)
     assert len(again.history.records("train")) == len(result.history.records("train"))
 
 
 def test_predictions_are_what_the_evaluator_scores(cfg, task, run):
     result, _ = run
-    preds = dx.predict(result.model, task, result.val_batch["image"][:4])
+    preds, _ = dm.predict(result.model, task, result.val.batch["image"][:4], dm.MLE_RULE)
     assert len(preds) == 4
     for p in preds:
         assert p["boxes"].shape == (len(p["labels"]), 4)
@@ -90,36 +93,37 @@ def test_predictions_are_what_the_evaluator_scores(cfg, task, run):
 
 def test_wrong_image_control(task, run):
     result, _ = run
-    batch = {k: result.val_batch[k][:8] for k in ("image", "boxes", "labels")}
-    control = dx.wrong_image_control(result.model, task, batch)
+    batch = {k: result.val.batch[k][:8] for k in ("image", "boxes", "labels")}
+    control = ev.wrong_image_control(dx.RECIPE, result.model, task, batch)
     for k in dx.TOKEN_KINDS:
         assert control["gap"][k] == pytest.approx(control["wrong"][k] - control["true"][k])
     assert control["gap"]["coord"] != 0.0  # the model's outputs depend on the image
     same = dict(batch, image=np.repeat(batch["image"][:1], 8, axis=0))
-    control = dx.wrong_image_control(result.model, task, same)
+    control = ev.wrong_image_control(dx.RECIPE, result.model, task, same)
     assert all(abs(v) < 1e-5 for v in control["gap"].values())  # identical images: no gap
     with pytest.raises(ValueError, match=">= 2 images"):
-        dx.wrong_image_control(result.model, task, {k: v[:1] for k, v in batch.items()})
+        ev.wrong_image_control(dx.RECIPE, result.model, task, {k: v[:1] for k, v in batch.items()})
 
 
 def test_kind_nll_is_the_mean_teacher_forced_nll(task, run):
     from rlcv_lib.core import sampling
 
     result, _ = run
-    images = result.val_batch["image"][:4]
-    tokens = dx.truth_tokens(task, {k: result.val_batch[k][:4] for k in ("boxes", "labels")})
+    images = result.val.batch["image"][:4]
+    tokens = dx.truth_tokens(task, {k: result.val.batch[k][:4] for k in ("boxes", "labels")})
     lp = np.asarray(sampling.teacher_forced_jit(
         result.model, images, tokens[:, None], sampling.DecodeSpec.for_task(task)).logprobs)[:, 0]
-    got = dx.kind_nll(result.model, task, images, tokens, chunk=3)
+    got = ev.masked_nll(result.model, task, images, tokens, dx.token_kind_masks(tokens), chunk=3)
     cls = (np.arange(task.max_len) % det.TOKENS_PER_BOX == 4) & (tokens != det.PAD)
     assert got["class"] == pytest.approx(-lp[cls].mean(), rel=1e-5)
 
 
 def test_restore_model_gives_the_trained_model(cfg, task, run):
     result, workdir = run
-    model, _, step = dx.restore_model(cfg, workdir)
+    model, _, step = mle.restore_model(dx.RECIPE, cfg, workdir)
     assert step == 4
-    images = result.val_batch["image"][:4]
-    tokens = dx.truth_tokens(task, {k: result.val_batch[k][:4] for k in ("boxes", "labels")})
-    assert dx.kind_nll(model, task, images, tokens) == dx.kind_nll(result.model, task, images,
-                                                                    tokens)
+    images = result.val.batch["image"][:4]
+    tokens = dx.truth_tokens(task, {k: result.val.batch[k][:4] for k in ("boxes", "labels")})
+    masks = dx.token_kind_masks(tokens)
+    assert (ev.masked_nll(model, task, images, tokens, masks)
+            == ev.masked_nll(result.model, task, images, tokens, masks))
