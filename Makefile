@@ -29,8 +29,9 @@ reproduce: setup  ## run every notebook of notebooks/manifest.toml with PRESET (
 
 TASKS ?= detection captioning
 
-pretrain: setup  ## MLE-pretrain the shipped starting points checkpoints/<task>-$(PRESET) (TASKS=detection captioning)
-	@set -e; for t in $(TASKS); do $(PY) -m rlcv_lib.core.shipped $$t $(PRESET); done
+pretrain: setup  ## MLE-pretrain (resumable) and ship checkpoints/<task>-$(PRESET) (TASKS=detection captioning)
+	@set -e; for t in $(TASKS); do $(PY) -m rlcv_lib pretrain $$t $(PRESET) && \
+	  $(PY) -m rlcv_lib ship $$t $(PRESET); done
 
 test: setup  ## lint, unit tests, then every notebook in the smoke preset (nbval), then their declared outputs
 	$(MAKE) --no-print-directory lint

@@ -3,7 +3,7 @@
 # updates/s when every step went through nnx.jit (its graph traversal, ~50 ms a call, bounds the
 # loop); train.fit's functional path (steps' .functional) removes that traversal. The cpu
 # preset's config is unchanged, so any checkpoint that comes back can be shipped as the cpu
-# preset's starting point with `python -m rlcv_lib.core.shipped detection cpu workdir=DIR at=STEP`.
+# preset's starting point with `python -m rlcv_lib ship detection cpu --workdir DIR --at STEP`.
 #
 # Here, before the call: a snapshot of the run to continue, its checkpoint and history only:
 #   START=14000; rm -rf runs/gpu_start && mkdir -p runs/gpu_start/detection-cpu/checkpoints
@@ -46,9 +46,9 @@ EOF
 timeout 120 python3 "$W/make_caches.py" || { stamp "cache generation failed"; exit 1; }
 stamp "caches ready"
 
-timeout "$MLE_SECONDS" python3 -m rlcv_lib.core.shipped detection cpu workdir="$RUN" \
+timeout "$MLE_SECONDS" python3 -m rlcv_lib pretrain detection cpu --workdir "$RUN" \
   train.num_steps=500000 train.eval_every="$EVAL_EVERY" train.ckpt_every=2000 \
-  train.keep_checkpoints=1000 out="$W/unshipped" >"$W/mle.log" 2>&1
+  train.keep_checkpoints=1000 >"$W/mle.log" 2>&1
 stamp "MLE exited $? (124 = stopped by its time limit, as planned)"
 tr '\r' '\n' <"$W/mle.log" | grep -v "^detection MLE" | tail -40 >"$OUT/mle.log"
 tail -c 3000 "$W/mle.log" | tr '\r' '\n' | tail -3 >>"$OUT/mle.log"

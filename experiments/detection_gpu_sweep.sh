@@ -4,7 +4,7 @@
 # two of the new checkpoints, and tunes the shipped and the new detectors at several learning
 # rates, each tuning a separate process sharing the one GPU (the cpu models are far too small to
 # fill it). Every tuning prints its validation curve as JSON lines and, if it finishes, writes
-# seed0.json with its test rows (rlcv_lib.detection_tuning.main).
+# seed0.json with its test rows (`python -m rlcv_lib tune detection`).
 #
 #   OUT=runs/gpu_sweep MLE_SECONDS=230 TUNE_SECONDS=230 bash experiments/detection_gpu_sweep.sh
 #
@@ -44,8 +44,8 @@ timeout 60 python3 "$W/make_caches.py" || exit 1
 tune() {  # tune NAME START_DIR LR [key=value ...]
   local name=$1 start=$2 lr=$3
   shift 3
-  timeout "$TUNE_SECONDS" python3 -m rlcv_lib.tasks.detection.tune cpu "$W/$name" 0 \
-    start="$start" cache="$CACHE" tune.lr="$lr" tune.num_steps="$TUNE_STEPS" \
+  timeout "$TUNE_SECONDS" python3 -m rlcv_lib tune detection cpu --seed 0 --workdir "$W/$name" \
+    --start "$start" --cache "$CACHE" tune.lr="$lr" tune.num_steps="$TUNE_STEPS" \
     tune.eval_every=250 "$@" >"$W/log/$name.log" 2>&1
   stamp "tuning $name exited $?"
 }
@@ -60,7 +60,7 @@ alive_check() {  # fails fast when a process died in its first seconds (an API b
 }
 
 stamp "phase 1: MLE on from step 10000, and tuning the shipped detector"
-timeout "$MLE_SECONDS" python3 -m rlcv_lib.core.shipped detection cpu train.num_steps=200000 \
+timeout "$MLE_SECONDS" python3 -m rlcv_lib pretrain detection cpu train.num_steps=200000 \
   train.eval_every=1000 train.ckpt_every=1000 train.keep_checkpoints=1000 \
   >"$W/log/mle.log" 2>&1 &
 tune s10k_lr1e-4 checkpoints/detection-cpu 1e-4 &
@@ -80,8 +80,8 @@ tar czf "$OUT/mle_last.tgz" -C runs/pretrain detection-cpu/history.jsonl \
 if [ "$PHASE2" = 1 ]; then
 stamp "shipping $mid and $last"
 
-python3 -m rlcv_lib.core.shipped detection cpu at="$mid" out="$W/ship_$mid" >"$W/log/ship_mid.log" 2>&1 &
-python3 -m rlcv_lib.core.shipped detection cpu at="$last" out="$W/ship_$last" >"$W/log/ship_last.log" 2>&1 &
+python3 -m rlcv_lib ship detection cpu --at "$mid" --out "$W/ship_$mid" >"$W/log/ship_mid.log" 2>&1 &
+python3 -m rlcv_lib ship detection cpu --at "$last" --out "$W/ship_$last" >"$W/log/ship_last.log" 2>&1 &
 wait
 stamp "phase 2: tuning the new detectors"
 for s in $(printf "%s\n" "$mid" "$last" | sort -un); do
