@@ -80,6 +80,16 @@ def _default_workdir(spec: tasks.TaskSpec, stage: tasks.Stage, preset: str) -> P
     return Path("runs/pretrain") / f"{leaf}-{preset}"
 
 
+def _mesh(args: argparse.Namespace):
+    """A data-parallel mesh over every device (of every process) with ``--data-parallel``."""
+    if not args.data_parallel:
+        return None
+    from rlcv_lib.core import parallel
+
+    parallel.maybe_initialize_distributed()
+    return parallel.make_mesh()
+
+
 def _print(obj: Any) -> None:
     print(json.dumps(obj, default=float), flush=True)
 
@@ -96,7 +106,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir) if args.workdir else _default_workdir(spec, stage, cfg.preset)
     run = pretrain.pretrain(recipe, cfg, workdir, cache_dir=args.cache,
                             train_size=args.train_size, progress=cfg.run.progress,
-                            eval_examples=shipped.CONTROL_EXAMPLES)
+                            eval_examples=shipped.CONTROL_EXAMPLES, mesh=_mesh(args))
     for rec in run.history.records():
         _print(rec)
     _print({"wrong_image_control": evaluate.wrong_image_control(
@@ -125,7 +135,7 @@ def _tune_fn(spec: tasks.TaskSpec):
 
 
 def tune_one(spec: tasks.TaskSpec, cfg: Any, workdir: Path, *, start: str | None,
-             cache_dir: str | None, out: Path) -> dict[str, Any]:
+             cache_dir: str | None, out: Path, mesh: Any = None) -> dict[str, Any]:
     """One ``tune`` run: the task's entry point at ``cfg.run.seed``, its validation
     evaluations printed as they come, the result written to ``out`` and returned."""
     fn = _tune_fn(spec)
@@ -136,7 +146,7 @@ def tune_one(spec: tasks.TaskSpec, cfg: Any, workdir: Path, *, start: str | None
         _print({"seed": seed, "wall_s": round(time.perf_counter() - t0, 1), "eval": record})
 
     result = fn(cfg, workdir=workdir / f"seed{seed}", start=start, cache_dir=cache_dir,
-                progress=cfg.run.progress, on_eval=show).summary()
+                progress=cfg.run.progress, on_eval=show, mesh=mesh).summary()
     result = {"task": spec.name, "preset": cfg.preset, "seed": seed, "start": start,
               "config": cfg.to_dict(), **result}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -153,7 +163,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir or f"runs/tune/{spec.name}-{cfg.preset}")
     out = Path(args.out) if args.out else workdir / f"seed{cfg.run.seed}.json"
     tune_one(spec, cfg, workdir, start=args.start, cache_dir=args.cache or
-             str(workdir / "scenes_cache"), out=out)
+             str(workdir / "scenes_cache"), out=out, mesh=_mesh(args))
 
 
 def seeds_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -189,7 +199,7 @@ def cmd_seeds(args: argparse.Namespace) -> None:
         _, cfg = resolve(args.task, args.preset, overrides, seed)
         results.append(tune_one(spec, cfg, workdir, start=args.start,
                                 cache_dir=args.cache or str(workdir / "scenes_cache"),
-                                out=out / f"seed{seed}.json"))
+                                out=out / f"seed{seed}.json", mesh=_mesh(args)))
     summary = seeds_summary(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     _print({"summary": str(out / "summary.json"), "gains": summary["gains"]})
@@ -214,6 +224,11 @@ def parser() -> argparse.ArgumentParser:
                        help="config overrides, e.g. tune.lr=1e-4 rl.num_samples=4")
         c.add_argument("--workdir", help="where runs and checkpoints go")
         c.add_argument("--cache", help="scenes cache directory")
+        if name != "ship":
+            c.add_argument("--data-parallel", action="store_true",
+                           help="shard each batch over every device (a jax.sharding mesh; "
+                                "several hosts: set JAX_COORDINATOR_ADDRESS, see "
+                                "rlcv_lib.core.parallel)")
         c.set_defaults(fn=fn)
         return c
 

@@ -11,7 +11,7 @@ def test_check_task_names_what_is_missing_or_wrong():
     protocol.check_task(SortTask())
 
     class Half:
-        name, vocab_size, max_len, pad_id, eos_id, state = "half", 4, 3, 0, None, None
+        name, vocab_size, max_len, pad_id, eos_id, frozen = "half", 4, 3, 0, None, None
 
     with pytest.raises(TypeError, match=r"Half is not a Task: missing \['tokenize', 'allowed', "
                                         r"'detokenize', 'reward'\]"):

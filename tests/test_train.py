@@ -333,3 +333,88 @@ def test_presets_build_optimizers(table):
         kw = train.fit_kwargs(cfg)
         assert kw["num_steps"] >= kw["log_every"] > 0, (table, preset)
         assert cfg.warmup_steps < cfg.num_steps, (table, preset)
+
+
+def test_the_pure_step_donates_its_state_and_never_the_live_objects(toy):
+    """The core steps' pure form donates the state it is given (the buffers are reused), while
+    fit trains a private copy: a clone taken before fit, and the live objects between syncs,
+    keep readable arrays."""
+    model, opt = toy["new"]()
+    pure = toy["mle"].functional(model, opt)
+    state, _ = pure.step(pure.state, toy["batch"](0), jax.random.key(0))
+    # donated: every parameter and optimizer array (Adafactor's unused size-1 placeholders
+    # pass through unchanged and keep their buffers)
+    assert all(x.is_deleted() or x.size == 1 for x in pure.state)
+    assert sum(x.is_deleted() for x in pure.state) > len(pure.state) // 2
+    assert not any(x.is_deleted() for x in jax.tree.leaves(nnx.state((model, opt))))
+    again = pure.sync(state)  # written back; training continues from a copy
+    assert not any(a is b for a, b in zip(again, state, strict=True))
+    before = nnx.clone(model)
+    kept = params(before)
+    train.fit(model, opt, toy["mle"], toy["batch"], num_steps=3, log_every=1, progress=False)
+    assert not any(x.is_deleted() for x in jax.tree.leaves(nnx.state(before)))
+    for a, b in zip(kept, params(before), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(kept, params(model), strict=True))
+
+
+def test_time_budget_stops_after_the_step_that_reaches_it(toy):
+    model, opt = toy["new"]()
+    res = train.fit(model, opt, toy["mle"], toy["batch"], num_steps=10**6, time_budget=0.0,
+                    log_every=5, progress=False)
+    assert res.step == 2 and res.timed_seconds > 0  # the first step (compile) is not timed
+    assert res.history.records("train")[-1]["step"] == 2
+    res = train.fit(*toy["new"](), toy["mle"], toy["batch"], num_steps=3, time_budget=1e9,
+                    log_every=5, progress=False)
+    assert res.step == 3
+
+
+KILLED_DONATED_RUN = """
+import dataclasses, os, signal, sys
+from rlcv_lib.core import optim, steps, train
+from rlcv_lib.models import MODEL_PRESETS, build_model
+from rlcv_lib.tasks.toy.task import SortTask
+
+task = SortTask(max_numbers=4, image_size=MODEL_PRESETS["smoke"].image_size)
+model = build_model(MODEL_PRESETS["smoke"], task, seed=0)
+opt = optim.make_optimizer(model, dataclasses.replace(train.TRAIN_PRESETS["smoke"], lr=3e-3))
+
+def batch_fn(i):
+    if i == 5 and sys.argv[2] == "kill":  # the 6th step: SIGKILL, no cleanup of any kind
+        os.kill(os.getpid(), signal.SIGKILL)
+    return task.batch(seed=0, step=i, batch_size=4)
+
+train.fit(model, opt, steps.make_mle_step(task), batch_fn, num_steps=8, seed=3,
+          workdir=sys.argv[1], log_every=1, ckpt_every=2, progress=False)
+import numpy as np
+from flax import nnx
+np.savez(os.path.join(sys.argv[1], "params.npz"),
+         *[np.asarray(v.value) for _, v in nnx.state(model, nnx.Param).flat_state()])
+"""
+
+
+def test_a_killed_donated_run_with_async_saves_resumes_exactly(tmp_path):
+    """The core MLE step through fit (pure, donated state, asynchronous Orbax saves), killed
+    mid-run, resumes to the parameters and history of an uninterrupted run."""
+    root = os.path.dirname(os.path.dirname(__file__))
+
+    def run(workdir, mode):
+        return subprocess.run([sys.executable, "-c", KILLED_DONATED_RUN, str(workdir), mode],
+                              capture_output=True, text=True, timeout=300, cwd=root)
+
+    killed = run(tmp_path / "cut", "kill")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert [r["step"] for r in read(tmp_path / "cut" / "history.jsonl")] == [1, 2, 3, 4, 5]
+    for workdir in (tmp_path / "cut", tmp_path / "full"):
+        done = run(workdir, "run")
+        assert done.returncode == 0, done.stderr[-2000:]
+    a, b = (np.load(tmp_path / d / "params.npz") for d in ("cut", "full"))
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
+
+    def strip(records):
+        return [{k: v for k, v in r.items() if k not in ("time", "steps_per_s")}
+                for r in records]
+
+    assert strip(read(tmp_path / "cut" / "history.jsonl")) == strip(
+        read(tmp_path / "full" / "history.jsonl"))

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -231,14 +230,19 @@ def continue_mle(recipe: Any, cfg: Any, model, task: Any, seconds: float, *,
                  cache_dir: str | None = None, train_size: int | None = None,
                  max_steps: int | None = None) -> tuple[Any, dict[str, float]]:
     """(a copy of ``model`` trained on by MLE for ``seconds`` of updates, info ``{steps,
-    seconds}``): the control "is tuning better than just training more?". The first update (it
-    compiles) is done but not timed, like :func:`update_seconds` on tuning's side.
-    ``cfg.train`` with its peak lr held constant after ``cfg.tune``'s warm-up and a fresh
-    optimiser (as tuning starts); data: the training split through ``recipe.make_batch_fn``
-    seeded ``seed_for(run.seed, "mle_as_long")``. ``max_steps`` caps the updates (tests)."""
+    seconds}``): the control "is tuning better than just training more?". ``train.fit`` with
+    a ``time_budget``: the first update (it compiles) is done but not timed, like
+    :func:`update_seconds` on tuning's side. ``cfg.train`` with its peak lr held constant
+    after ``cfg.tune``'s warm-up and a fresh optimiser (as tuning starts); data: the training
+    split through ``recipe.make_batch_fn`` seeded ``seed_for(run.seed, "mle_as_long")``.
+    ``max_steps`` caps the updates (tests)."""
+    from rlcv_lib.core import train
+
     if seconds < 0:
         raise ValueError(f"seconds must be >= 0, got {seconds}")
-    model = nnx.clone(model)
+    model = nnx.clone(model)  # fit trains a private copy of the state: the original is kept
+    if seconds == 0 or max_steps == 0:
+        return model, {"steps": 0, "seconds": 0.0}
     tcfg = dataclasses.replace(cfg.train, schedule="constant",
                                warmup_steps=cfg.tune.warmup_steps)
     seed = seed_for(cfg.run.seed, "mle_as_long")
@@ -246,28 +250,11 @@ def continue_mle(recipe: Any, cfg: Any, model, task: Any, seconds: float, *,
                               size=train_size)
     loader = pipeline.Loader(src, tcfg.micro_batch_size, seed=seed,
                              max_boxes=cfg.world.max_objects)
-    batch_fn = recipe.make_batch_fn(task, loader, seed)
-    optimizer = optim.make_optimizer(model, tcfg)
-    functional = steps.make_mle_step(task).functional(model, optimizer)  # as fit runs it
-    state = functional.state
-    key = jax.random.key(seed)
-
-    def update(n: int) -> None:
-        nonlocal state
-        state, metrics = functional.step(state, batch_fn(n), jax.random.fold_in(key, n))
-        jax.block_until_ready(metrics["loss"])
-
-    cap = np.inf if max_steps is None else max_steps
-    n, t0 = 0, time.perf_counter()
-    if seconds > 0 and cap > 0:
-        update(0)  # compiles: not timed
-        n, t0 = 1, time.perf_counter()
-        while time.perf_counter() - t0 < seconds and n < cap:
-            update(n)
-            n += 1
-    seconds_done = time.perf_counter() - t0
-    functional.write_back(state)
-    return model, {"steps": n, "seconds": seconds_done}
+    run = train.fit(model, optim.make_optimizer(model, tcfg), steps.make_mle_step(task),
+                    recipe.make_batch_fn(task, loader, seed), seed=seed,
+                    num_steps=max_steps or 10**9, time_budget=seconds, log_every=50,
+                    progress=False)
+    return model, {"steps": run.step, "seconds": run.timed_seconds}
 
 
 # ------------------------------------------------------------------------------ statistics

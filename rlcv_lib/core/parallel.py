@@ -77,7 +77,8 @@ def shard_batch(batch: Any, mesh: Mesh) -> Any:
     local_devices = mesh.size // jax.process_count()
 
     def place(path, x):
-        if not isinstance(x, (np.ndarray, jax.Array)) or np.ndim(x) == 0:
+        if (not isinstance(x, (np.ndarray, jax.Array)) or np.ndim(x) == 0
+                or np.dtype(x.dtype).kind not in "biuf"):  # strings etc. stay on the host
             return x
         if x.shape[0] % local_devices:
             raise ValueError(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from rlcv_lib.core import checkpoint, evaluate, optim, steps, train
@@ -53,11 +54,12 @@ class PretrainResult:
 
 def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examples: int = 256,
              train_size: int | None = None, cache_dir: str | None = None,
-             progress: bool = True) -> PretrainResult:
+             progress: bool = True, mesh: jax.sharding.Mesh | None = None) -> PretrainResult:
     """MLE pretraining of ``cfg.model`` on ``cfg.world`` with ``cfg.train`` (resumes from
     ``workdir``'s checkpoints); validation metrics (the recipe's evaluator on the first
     ``eval_examples`` validation scenes) every ``train.eval_every`` updates and at step 0.
-    ``train_size``: stream over only the first that many training scenes (None: the split)."""
+    ``train_size``: stream over only the first that many training scenes (None: the split).
+    ``mesh``: data-parallel over its devices (:mod:`rlcv_lib.core.parallel`)."""
     task = recipe.make_task(cfg, cache_dir)
     model = build_model(cfg.model, task, seed=cfg.run.seed)
     tcfg = cfg.train
@@ -71,7 +73,7 @@ def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examp
                        recipe.make_batch_fn(task, loader, seed), seed=seed,
                        workdir=workdir,
                        eval_fn=recipe.make_evaluator(task, val),
-                       eval_at_start=True, progress=progress, desc=f"{recipe.name} MLE",
+                       eval_at_start=True, progress=progress, desc=f"{recipe.name} MLE", mesh=mesh,
                        **train.fit_kwargs(tcfg))
     return PretrainResult(model=model, task=task, history=result.history, val=val,
                           seconds=result.seconds)

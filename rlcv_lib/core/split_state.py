@@ -12,6 +12,9 @@ list of leaves; the jitted function closes over the structure, so a call flatten
     update = jit_over_leaves(lambda m, o, x: ..., returns_state=True)(structure)
     leaves, out = update(leaves, x)            # same computation as on the live objects
     write_back((model, optimizer), structure, leaves)
+
+``jit_over_leaves(..., donate=True)`` donates the input leaves to the update (the training
+loop's pure step, :mod:`rlcv_lib.core.steps`).
 """
 
 from __future__ import annotations
@@ -48,12 +51,14 @@ def write_back(objects: Any, structure: Structure, leaves: list[jax.Array]) -> N
     nnx.update(objects, jax.tree.unflatten(structure.treedef, leaves))
 
 
-def jit_over_leaves(fn: Callable[..., Any], *, returns_state: bool
+def jit_over_leaves(fn: Callable[..., Any], *, returns_state: bool, donate: bool = False
                     ) -> Callable[[Structure], Callable[..., Any]]:
     """``structure -> jitted(leaves, *args)`` running ``fn(*objects, *args)`` on the merged
     objects (a tuple is unpacked into ``fn``'s leading arguments). With ``returns_state`` it
-    returns ``(new_leaves, fn's output)``, the objects' state after ``fn`` mutated them. One
-    compilation per structure (cached), shared by every call with that structure."""
+    returns ``(new_leaves, fn's output)``, the objects' state after ``fn`` mutated them; with
+    ``donate`` the input ``leaves`` are donated to it (their buffers become the new state's; the
+    caller must not read them afterwards). One compilation per structure (cached), shared by
+    every call with that structure."""
 
     @functools.lru_cache(maxsize=16)
     def for_structure(structure: Structure) -> Callable[..., Any]:
@@ -65,6 +70,6 @@ def jit_over_leaves(fn: Callable[..., Any], *, returns_state: bool
                 return jax.tree.leaves(nnx.state(objects)), out
             return out
 
-        return jax.jit(over_leaves)
+        return jax.jit(over_leaves, donate_argnums=(0,) if donate else ())
 
     return for_structure

@@ -20,12 +20,19 @@ Interface (stable; the trainer in ``rlcv_lib/train.py`` relies on exactly this):
   for MLE (``task.tokenize`` of each example); any other keys are passed to ``task.reward``.
 * ``rng``: a ``jax.random.key``; the RL step samples with it (the MLE step has no dropout and
   ignores it). Data order and rng are the caller's: pure functions of (seed, step).
-* Both steps update ``model`` and ``optimizer`` in place (``nnx.jit`` inside). Both also have
-  ``step.functional(model, optimizer) -> FunctionalStep(state, step, write_back)``: the same
-  update over the flat state of ``(model, optimizer)`` (:mod:`rlcv_lib.core.split_state`), without
-  ``nnx.jit``'s per-call graph traversal; ``train.fit`` uses it when a step has it. The RL step runs
-  the jitted sampler, then the task's reward on the host (NumPy), then the jitted update: the
-  metrics it returns are already on the host side of that sync.
+* **One pure step.** Each step has ``step.functional(model, optimizer) -> FunctionalStep(state,
+  step, sync)``: ``state`` is a private copy of the flat state of ``(model, optimizer)``
+  (:mod:`rlcv_lib.core.split_state`: trained parameters and optimizer state, the model holding
+  nothing else), ``step(state, batch, rng) -> (state, metrics)`` is jitted and **donates**
+  ``state`` (its buffers are reused for the new state), and ``sync(state) -> state`` writes a
+  state into the live objects and returns a fresh copy to continue from, so the live objects'
+  arrays are never donated (a model cloned before training keeps its arrays). ``train.fit``
+  runs this form. The task's frozen pytree (``task.frozen``) and the KL reference model are
+  arguments of the jitted parts, never donated nor closed over.
+* Calling ``step(model, optimizer, batch, rng) -> metrics`` updates the objects in place (the
+  notebooks' simple call): the same update, without donation. The RL step runs the jitted
+  sampler, then the task's reward on the host (NumPy), then the jitted update: the metrics it
+  returns are already on the host side of that sync.
 * Metrics are jax scalars (no host sync in the MLE step); a NaN/inf ``loss`` is the trainer's
   to detect.
 * ``make_rl_step(task, rl_cfg, ref_model=initial_model)``: with ``rl_cfg.kl_coef > 0`` pass
@@ -78,22 +85,37 @@ def _batch_arrays(batch: dict, *keys: str) -> list[jax.Array]:
 
 
 class FunctionalStep(NamedTuple):
-    """A step's functional form over the flat state of ``(model, optimizer)``
-    (:mod:`rlcv_lib.core.split_state`): ``state`` is the initial flat state, ``step(state, batch,
-    rng) -> (state, metrics)`` the same update as the in-place step, and ``write_back(state)``
-    puts a state into the live objects."""
+    """A step's pure form over the flat state of ``(model, optimizer)`` (module docstring):
+    ``step(state, batch, rng) -> (state, metrics)`` donates ``state``; ``sync(state)`` writes a
+    state into the live objects and returns a fresh copy of it to continue from."""
 
     state: list[jax.Array]
     step: Callable[[list[jax.Array], Any, Any], tuple[list[jax.Array], Metrics]]
-    write_back: Callable[[list[jax.Array]], None]
+    sync: Callable[[list[jax.Array]], list[jax.Array]]
 
 
-def _functional(model, optimizer, make_step: Callable[[split_state.Structure], Callable]
-                ) -> FunctionalStep:
+def _copy(leaves: list[jax.Array]) -> list[jax.Array]:
+    return [jnp.copy(x) for x in leaves]
+
+
+def _pure(model, optimizer, make_step: Callable[[split_state.Structure, bool], Callable]
+          ) -> FunctionalStep:
+    """The :class:`FunctionalStep` of ``make_step(structure, donate=True)``."""
     structure, leaves = split_state.split((model, optimizer))
-    return FunctionalStep(
-        leaves, make_step(structure),
-        lambda state: split_state.write_back((model, optimizer), structure, state))
+
+    def sync(state):
+        split_state.write_back((model, optimizer), structure, state)
+        return _copy(state)
+
+    return FunctionalStep(_copy(leaves), make_step(structure, True), sync)
+
+
+def _in_place(model, optimizer, make_step, batch, rng) -> Metrics:
+    """One update of the live objects by ``make_step(structure, donate=False)``."""
+    structure, leaves = split_state.split((model, optimizer))
+    new, metrics = make_step(structure, False)(leaves, batch, rng)
+    split_state.write_back((model, optimizer), structure, new)
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,25 +148,24 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
         optimizer.update(model, grads)
         return {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
-    update = nnx.jit(update_in_place)
-    update_leaves = split_state.jit_over_leaves(update_in_place, returns_state=True)
+    updates = {donate: split_state.jit_over_leaves(update_in_place, returns_state=True,
+                                                   donate=donate) for donate in (True, False)}
 
     def arrays(batch):
         images, tokens = _batch_arrays(batch, "image", "tokens")
         return images, tokens.astype(jnp.int32)
 
+    def make_step(structure, donate):
+        pure = updates[donate](structure)
+        return lambda state, batch, rng=None: pure(state, *arrays(batch))
+
     def step(model, optimizer, batch, rng=None) -> Metrics:
         _check_model(model, task)
-        return update(model, optimizer, *arrays(batch))
+        return _in_place(model, optimizer, make_step, batch, rng)
 
     def functional(model, optimizer) -> FunctionalStep:
         _check_model(model, task)
-
-        def make_step(structure):
-            pure = update_leaves(structure)
-            return lambda state, batch, rng=None: pure(state, *arrays(batch))
-
-        return _functional(model, optimizer, make_step)
+        return _pure(model, optimizer, make_step)
 
     step.functional = functional
     return step
@@ -191,7 +212,7 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
     base.check_task(task)
     rl_cfg.validate()
     spec = rl_spec(task, rl_cfg)
-    ref: dict[str, nnx.Module] = {} if ref_model is None else {"model": ref_model}
+    ref: dict[str, Any] = {} if ref_model is None else {"model": ref_model}
 
     def update_in_place(model, optimizer, images, tokens, lengths, rewards, greedy_rewards, aux,
                         sample_logp, ref_logp):
@@ -213,78 +234,70 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
         return {"loss": loss, "grad_norm": optax.global_norm(grads), "adv_mean": adv_mean,
                 "adv_std": adv_std, "sample_len": lengths.mean(), **metrics}
 
-    update = nnx.jit(update_in_place)
-    update_leaves = split_state.jit_over_leaves(update_in_place, returns_state=True)
+    updates = {donate: split_state.jit_over_leaves(update_in_place, returns_state=True,
+                                                   donate=donate) for donate in (True, False)}
     sample_leaves = split_state.jit_over_leaves(
         lambda m, o, x, r: sampling.sample(m, x, r, spec), returns_state=False)
     greedy_leaves = split_state.jit_over_leaves(
         lambda m, o, x: sampling.greedy(m, x, spec), returns_state=False)
+    ref_leaves = split_state.jit_over_leaves(
+        lambda m, x, t: sampling.teacher_forced(m, x, t, spec).logprobs, returns_state=False)
 
-    def run(sample, greedy, update, batch, rng) -> Metrics:
-        """One step given the model's ``sample(images, rng)``, ``greedy(images)`` and
-        ``update(*arrays) -> metrics`` (in place or over the split state)."""
-        (images,) = _batch_arrays(batch, "image")
-        out = sample(images, rng)
-        tokens = np.asarray(out.tokens)
-        rewards, aux = task.reward(tokens, batch, task.state)
-        rewards = np.asarray(rewards, np.float32)
-        if rewards.shape != tokens.shape[:2]:
-            raise ValueError(f"{task.name}.reward returned shape {rewards.shape}, expected "
-                             f"{tokens.shape[:2]} (B, N)")
-        scalars = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) == 0}
-        arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
-        greedy_r = None
-        if rl_cfg.baseline == "greedy":
-            g = np.asarray(greedy(images).tokens)
-            greedy_r = jnp.asarray(task.reward(g, batch, task.state)[0], jnp.float32)[:, 0]
-        ref_logp = None
-        if rl_cfg.kl_coef:
-            ref_logp = sampling.teacher_forced_jit(ref["model"], images, out.tokens,
-                                                   spec).logprobs
-        metrics = update(images, out.tokens, out.lengths, jnp.asarray(rewards), greedy_r,
-                         arrays, out.logprobs, ref_logp)
-        metrics.update(reward_mean=jnp.asarray(rewards.mean()),
-                       reward_std=jnp.asarray(rewards.std()),
-                       reward_std_within=jnp.asarray(rewards.std(axis=1).mean()), **scalars)
-        if rl_cfg.kl_coef:
-            valid = np.asarray(sampling.valid_mask(out.tokens, spec.eos_id))
-            kl = np.sum((np.asarray(out.logprobs) - np.asarray(ref_logp)) * valid, -1).mean()
-            metrics["kl_sample"] = jnp.asarray(kl)
-        return metrics
+    def make_step(structure, donate):
+        """``step(state, batch, rng) -> (state, metrics)``: sampling and the greedy baseline
+        read ``state``; the reward runs on the host; the update (donating ``state`` when
+        ``donate``) returns the new state."""
+        sample, greedy = sample_leaves(structure), greedy_leaves(structure)
+        update = updates[donate](structure)
+
+        def pure_step(state, batch, rng):
+            (images,) = _batch_arrays(batch, "image")
+            out = sample(state, images, rng)
+            tokens = np.asarray(out.tokens)
+            rewards, aux = task.reward(tokens, batch, task.frozen)
+            rewards = np.asarray(rewards, np.float32)
+            if rewards.shape != tokens.shape[:2]:
+                raise ValueError(f"{task.name}.reward returned shape {rewards.shape}, expected "
+                                 f"{tokens.shape[:2]} (B, N)")
+            scalars = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) == 0}
+            arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
+            greedy_r = None
+            if rl_cfg.baseline == "greedy":
+                g = np.asarray(greedy(state, images).tokens)
+                greedy_r = jnp.asarray(task.reward(g, batch, task.frozen)[0], jnp.float32)[:, 0]
+            ref_logp = None
+            if rl_cfg.kl_coef:  # the reference model's state is an argument, never donated
+                ref_structure, ref_state = ref["split"]
+                ref_logp = ref_leaves(ref_structure)(ref_state, images, out.tokens)
+            state, metrics = update(state, images, out.tokens, out.lengths,
+                                    jnp.asarray(rewards), greedy_r, arrays, out.logprobs,
+                                    ref_logp)
+            metrics.update(reward_mean=jnp.asarray(rewards.mean()),
+                           reward_std=jnp.asarray(rewards.std()),
+                           reward_std_within=jnp.asarray(rewards.std(axis=1).mean()),
+                           **scalars)
+            if rl_cfg.kl_coef:
+                valid = np.asarray(sampling.valid_mask(out.tokens, spec.eos_id))
+                kl = np.sum((np.asarray(out.logprobs) - np.asarray(ref_logp)) * valid,
+                            -1).mean()
+                metrics["kl_sample"] = jnp.asarray(kl)
+            return state, metrics
+
+        return pure_step
 
     def prepare(model) -> None:
         _check_model(model, task)
-        if rl_cfg.kl_coef and "model" not in ref:
-            ref["model"] = nnx.clone(model)
+        if rl_cfg.kl_coef and "split" not in ref:
+            ref["split"] = split_state.split(ref["model"] if "model" in ref else
+                                             nnx.clone(model))
 
     def step(model, optimizer, batch, rng) -> Metrics:
         prepare(model)
-        return run(lambda x, r: sampling.sample_jit(model, x, r, spec),
-                   lambda x: sampling.greedy_jit(model, x, spec),
-                   lambda *a: update(model, optimizer, *a), batch, rng)
+        return _in_place(model, optimizer, make_step, batch, rng)
 
     def functional(model, optimizer) -> FunctionalStep:
         prepare(model)
-
-        def make_step(structure):
-            sample, greedy = sample_leaves(structure), greedy_leaves(structure)
-            pure_update = update_leaves(structure)
-
-            def pure_step(state, batch, rng):
-                new_state = state
-
-                def update_state(*arrays):
-                    nonlocal new_state
-                    new_state, metrics = pure_update(state, *arrays)
-                    return metrics
-
-                metrics = run(lambda x, r: sample(state, x, r), lambda x: greedy(state, x),
-                              update_state, batch, rng)
-                return new_state, metrics
-
-            return pure_step
-
-        return _functional(model, optimizer, make_step)
+        return _pure(model, optimizer, make_step)
 
     step.functional = functional
     return step

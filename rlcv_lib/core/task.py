@@ -36,8 +36,10 @@ class Task(Protocol):
     max_len: int
     pad_id: int
     eos_id: int | None
-    state: Any
-    """Frozen pytree the reward/detokenizer use (UViM's VQ-VAE), or None. Never trained."""
+    frozen: Any
+    """Frozen pytree the reward/detokenizer use (UViM's VQ-VAE), or None. Never trained: the
+    steps pass it to jitted code as an argument that is not donated, never closed over (a
+    closed-over array is baked into the compiled step)."""
 
     def tokenize(self, example: Mapping[str, Any]) -> np.ndarray:
         """The MLE target of one example: int32 [L]."""
@@ -49,7 +51,7 @@ class Task(Protocol):
         """One prediction (boxes, map, image, caption) from int32 [L]; never raises on a
         malformed sequence (it decodes to a valid, possibly empty, prediction)."""
 
-    def reward(self, samples: np.ndarray, batch: Batch, state: Any
+    def reward(self, samples: np.ndarray, batch: Batch, frozen: Any
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Rewards float32 [B,N] of ``samples`` int32 [B,N,L] for the images of ``batch``,
         plus auxiliaries: 0-d entries are logged as metrics, array entries are passed to
@@ -79,7 +81,7 @@ def policy_mask(task: Task, samples: jax.Array) -> jax.Array | None:
 
 def check_task(task: Any) -> None:
     """Raises TypeError/ValueError naming what a task object lacks or gets wrong."""
-    missing = [m for m in ("name", "vocab_size", "max_len", "pad_id", "eos_id", "state",
+    missing = [m for m in ("name", "vocab_size", "max_len", "pad_id", "eos_id", "frozen",
                            "tokenize", "allowed", "detokenize", "reward")
                if not hasattr(task, m)]
     if missing:

@@ -8,10 +8,12 @@ and randomness are pure functions of (seed, step) and a run resumed from the che
 ``k`` continues exactly as the uninterrupted run would have.
 
 A step function may also offer ``step_fn.functional(model, optimizer) ->
-steps.FunctionalStep(state, step, write_back)``, the same update over the flat state of
-``(model, optimizer)`` (both core steps do; :mod:`rlcv_lib.core.split_state`). ``fit`` then keeps
-that state between steps and writes it back into the live objects before an evaluation, a
-checkpoint and its return, which saves ``nnx.jit``'s graph traversal on every step.
+steps.FunctionalStep(state, step, sync)``, the same update as one pure jitted step over the flat
+state of ``(model, optimizer)`` that donates that state (both core steps do;
+:mod:`rlcv_lib.core.steps`). ``fit`` then splits the objects once, keeps the state between
+steps (saving ``nnx.jit``'s graph traversal on every step), and writes it back into the live
+objects before every evaluation, checkpoint and return (``sync``): ``eval_fn`` always reads the
+model as trained so far. A plain in-place step function runs as it is.
 
 The loop never waits for the device on an ordinary step. The per-step metric values stay on
 the device until a log, evaluation or checkpoint step, where they are fetched together: their
@@ -139,6 +141,16 @@ def fit_kwargs(cfg: TrainConfig) -> dict[str, int]:
             "keep_checkpoints": cfg.keep_checkpoints, "steps_per_update": k}
 
 
+def _in_place(step_fn: StepFn, model, optimizer):
+    """A plain in-place ``step_fn`` in the pure form :func:`fit` runs: the live objects are its
+    state (nothing to copy or write back)."""
+    from rlcv_lib.core.steps import FunctionalStep
+
+    return FunctionalStep(None, lambda state, batch, rng: (state, step_fn(model, optimizer,
+                                                                          batch, rng)),
+                          lambda state: state)
+
+
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN/inf (or the parameters did); training stopped."""
 
@@ -161,6 +173,8 @@ class FitResult:
     """All records, including those of earlier (resumed) calls on the same workdir."""
     last_metrics: dict[str, float]
     """The last train record's metric means."""
+    timed_seconds: float | None = None
+    """With a ``time_budget``: the seconds of steps counted against it (the first not)."""
 
 
 def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: BatchFn, *,
@@ -168,7 +182,8 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
         log_every: int = 50, eval_fn: EvalFn | None = None, eval_every: int = 0,
         eval_at_start: bool = False, ckpt_every: int = 0, keep_checkpoints: int = 2,
         resume: bool = True, mesh: jax.sharding.Mesh | None = None, progress: bool = True,
-        desc: str = "train", steps_per_update: int = 1) -> FitResult:
+        desc: str = "train", steps_per_update: int = 1,
+        time_budget: float | None = None) -> FitResult:
     """Trains ``model`` in place for ``num_steps`` calls of ``step_fn``; see the module docstring.
 
     Args:
@@ -192,9 +207,13 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
         to JAX (one device).
       steps_per_update: calls per optimizer update (gradient accumulation); records then also
         carry ``update = step // steps_per_update``.
+      time_budget: stop after the step at which the wall time of this call's steps, the first
+        (it compiles) not counted, reaches this many seconds (each step then waits for the
+        device, so the time is the updates'). None: run ``num_steps``.
 
     Returns:
-      a :class:`FitResult`. Raises :class:`NonFiniteLossError` on a NaN/inf loss, after
+      a :class:`FitResult` (``step`` is ``num_steps``, or the last step within
+      ``time_budget``). Raises :class:`NonFiniteLossError` on a NaN/inf loss, after
       pending checkpoint writes have finished; the last checkpoint in ``workdir`` is good.
     """
     if num_steps < 0 or log_every < 1:
@@ -226,11 +245,14 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
             loop.evaluate(eval_fn, 0)
         bar = tqdm(total=num_steps, initial=start, desc=desc, disable=not (progress and lead),
                    dynamic_ncols=True)
+        step = start
         with bar:
             for step in range(start + 1, num_steps + 1):
-                loop.run_step(step)
+                loop.run_step(step, timed=time_budget is not None)
                 bar.update(1)
-                last = step == num_steps
+                out_of_time = (time_budget is not None and step > start + 1  # one timed step
+                               and loop.timed_seconds >= time_budget)
+                last = step == num_steps or out_of_time
                 do_log = step % log_every == 0 or last
                 do_eval = eval_fn is not None and (
                     (eval_every and step % eval_every == 0) or last)
@@ -245,8 +267,11 @@ def fit(model: nnx.Module, optimizer: nnx.Optimizer, step_fn: StepFn, batch_fn: 
                     loop.checkpoint(step)
                 if do_eval:
                     loop.evaluate(eval_fn, step)
-        return FitResult(step=num_steps, start_step=start, seconds=time.perf_counter() - t0,
-                         history=history, last_metrics=loop.last_metrics)
+                if out_of_time:
+                    break
+        return FitResult(step=step, start_step=start, seconds=time.perf_counter() - t0,
+                         history=history, last_metrics=loop.last_metrics,
+                         timed_seconds=loop.timed_seconds if time_budget is not None else None)
     finally:
         if loop is not None:
             loop.sync()  # the live objects hold the last step's state, also when raising
@@ -261,12 +286,13 @@ class _Loop:
                  workdir, steps_per_update):
         self.model, self.optimizer = model, optimizer
         self.step_fn, self.batch_fn = step_fn, batch_fn
-        # A step with a functional form runs on the split state, kept here between steps; the
-        # live objects are brought up to date (sync) before anything reads them.
+        # The step runs as one pure function of a state kept here between steps (a plain
+        # in-place step function: the live objects are its state); sync writes it back.
         functional = getattr(step_fn, "functional", None)
-        self.functional = None if functional is None else functional(model, optimizer)
-        self.state = None if functional is None else self.functional.state
-        self.stale = False
+        self.pure = (functional(model, optimizer) if functional is not None
+                     else _in_place(step_fn, model, optimizer))
+        self.state = self.pure.state
+        self.timed_seconds, self.t_first = 0.0, None
         self.key = jax.random.key(seed)
         self.mesh, self.ckpt, self.history = mesh, ckpt, history
         self.t0, self.workdir, self.steps_per_update = t0, workdir, steps_per_update
@@ -282,20 +308,23 @@ class _Loop:
         self.checked: list[tuple[int, dict[str, float]]] = []  # fetched, since the last log
         self.t_log = time.perf_counter()
 
-    def run_step(self, step: int) -> None:
+    def run_step(self, step: int, timed: bool = False) -> None:
         index = step - 1
         batch = self.batch_fn(index)
         if self.mesh is not None:
             batch = parallel.shard_batch(batch, self.mesh)
         rng = jax.random.fold_in(self.key, index)
-        if self.functional is not None:
-            self.state, metrics = self.functional.step(self.state, batch, rng)
-            self.stale = True
-        else:
-            metrics = self.step_fn(self.model, self.optimizer, batch, rng)
+        self.state, metrics = self.pure.step(self.state, batch, rng)
         if "loss" not in metrics:
             raise KeyError(f"step_fn must return a 'loss' metric; got {sorted(metrics)}")
-        self.pending.append((step, metrics))  # no device sync here
+        self.pending.append((step, metrics))  # no device sync here (unless timed)
+        if timed:  # the wall time of updates: wait for this one; the first compiles
+            jax.block_until_ready(metrics["loss"])
+            now = time.perf_counter()
+            if self.t_first is not None:
+                self.timed_seconds = now - self.t_first
+            else:
+                self.t_first = now
 
     def check(self, step: int) -> None:
         """Fetches the pending metrics (one sync) and stops on a non-finite loss."""
@@ -323,10 +352,9 @@ class _Loop:
         return means
 
     def sync(self) -> None:
-        """Writes the functional state back into the live model and optimizer."""
-        if self.stale:
-            self.functional.write_back(self.state)
-            self.stale = False
+        """Writes the state into the live model and optimizer (continuing from a copy, so the
+        next donated step never takes the live objects' arrays)."""
+        self.state = self.pure.sync(self.state)
 
     def checkpoint(self, step: int) -> None:
         self.sync()

@@ -24,6 +24,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import jax
 import optax
 
 from rlcv_lib.core import evaluate, optim, steps, train
@@ -44,10 +45,12 @@ class TuneResult:
 def tune(recipe: Recipe, cfg: Any, model: Any, task: Any, workdir: str | Path | None, *,
          eval_fn=None, train_size: int | None = None, cache_dir: str | None = None,
          progress: bool = True, desc: str | None = None,
-         then: optax.GradientTransformation | None = None) -> TuneResult:
+         then: optax.GradientTransformation | None = None,
+         mesh: jax.sharding.Mesh | None = None) -> TuneResult:
     """REINFORCE of ``model`` (updated in place) on ``task``'s reward with ``cfg.rl`` and
     ``cfg.tune``; resumes from ``workdir``'s checkpoints. ``train_size``: stream over only the
-    first that many training scenes (None: the whole split). ``then``: a transformation of the
+    first that many training scenes (None: the whole split). ``mesh``: data-parallel over its
+    devices (:mod:`rlcv_lib.core.parallel`). ``then``: a transformation of the
     final updates (:func:`rlcv_lib.optim.make_optimizer`)."""
     tcfg = cfg.tune
     seed = evaluate.seed_for(cfg.run.seed, "tune")
@@ -60,5 +63,5 @@ def tune(recipe: Recipe, cfg: Any, model: Any, task: Any, workdir: str | Path | 
                        recipe.make_batch_fn(task, loader, seed), seed=seed, workdir=workdir,
                        eval_fn=eval_fn, eval_at_start=eval_fn is not None, progress=progress,
                        desc=desc or f"{recipe.name} REINFORCE ({cfg.rl.baseline})",
-                       **train.fit_kwargs(tcfg))
+                       mesh=mesh, **train.fit_kwargs(tcfg))
     return TuneResult(model=model, history=result.history, seconds=result.seconds)

@@ -183,7 +183,7 @@ class CaptioningTask:
     name = "captioning"
     pad_id = PAD
     eos_id = EOS
-    state = None
+    frozen = None
 
     def __init__(self, vocab: Vocabulary, scorer: cider.CiderD, cfg: CaptioningConfig):
         if cfg.max_len < 2:
@@ -283,7 +283,7 @@ class CaptioningTask:
             self._ref_cache[caption] = item
         return item
 
-    def reward(self, samples: np.ndarray, batch: Mapping[str, Any], state: Any = None
+    def reward(self, samples: np.ndarray, batch: Mapping[str, Any], frozen: Any = None
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """CIDEr-D float32 [B,N] of ``samples`` int [B,N,L] against ``batch["captions"]``."""
         samples = np.asarray(samples)

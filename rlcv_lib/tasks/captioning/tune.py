@@ -102,7 +102,8 @@ class Tuned:
 def tune_and_select(cfg: Any, model, task: cap.CaptioningTask, workdir: str | Path,
                     baseline: str, val: ev.Split, *, name: str | None = None,
                     key: jax.Array | None = None, train_size: int | None = None,
-                    cache_dir: str | None = None, progress: bool = True) -> Tuned:
+                    cache_dir: str | None = None, progress: bool = True,
+                    mesh: jax.sharding.Mesh | None = None) -> Tuned:
     """REINFORCE of ``model`` (in place) with ``rl.baseline=baseline`` and ``cfg.tune`` in
     ``workdir`` (resumable), evaluated on ``val`` every ``tune.eval_every`` updates, then the
     best validation checkpoint (``captioning.select_on``) loaded into ``model``."""
@@ -115,7 +116,7 @@ def tune_and_select(cfg: Any, model, task: cap.CaptioningTask, workdir: str | Pa
         run = tuning.tune(RECIPE, cfg, model, task, workdir,
                           eval_fn=make_tune_eval(task, val, cfg.rl.num_samples, key, keeper),
                           train_size=train_size, cache_dir=cache_dir, progress=progress,
-                          desc=f"captioning REINFORCE ({name or baseline})")
+                          desc=f"captioning REINFORCE ({name or baseline})", mesh=mesh)
         best = keeper.restore(model)
     finally:
         keeper.close()
@@ -199,15 +200,15 @@ class CaptioningTuning:
 def tune_and_evaluate(cfg: Any, *, workdir: str | Path, pre: shipped.Pretrained | None = None,
                       start: str | Path | None = None, cache_dir: str | None = None,
                       progress: bool = False,
-                      on_eval: Callable[[dict[str, Any]], None] | None = None
-                      ) -> CaptioningTuning:
+                      on_eval: Callable[[dict[str, Any]], None] | None = None,
+                      mesh: jax.sharding.Mesh | None = None) -> CaptioningTuning:
     """Captioning's main path, what notebook ``04_captioning`` and ``python -m rlcv_lib tune
     captioning`` run: the MLE model (``pre``, else the shipped one or ``start``; without one,
     MLE from scratch in ``workdir``), both tunings with the checkpoint chosen on validation
     (:func:`tune_and_select`, in ``workdir``), and the test rows of every model, greedy and
     beam (``captioning.beam_size``), scored by the task's judge (METEOR and the PTB tokenizer
     only with ``captioning.java_metrics`` and Java). ``on_eval`` sees every validation
-    evaluation, after each tuning."""
+    evaluation, after each tuning. ``mesh``: data-parallel tuning over its devices."""
     dirs = run_dirs(workdir)
     if pre is None:
         pre = shipped.load_or_pretrain(RECIPE, cfg, dirs["mle"], path=start,
@@ -220,7 +221,7 @@ def tune_and_evaluate(cfg: Any, *, workdir: str | Path, pre: shipped.Pretrained 
         shutil.rmtree(dirs[name], ignore_errors=True)
         runs[name] = tune_and_select(cfg, nnx.clone(pre.model), pre.task, dirs[name], baseline,
                                      val, name=name, key=key, cache_dir=cache_dir,
-                                     progress=progress)
+                                     progress=progress, mesh=mesh)
         if on_eval is not None:
             for e in runs[name].history.records("eval"):
                 on_eval({"model": name, **e})

@@ -213,7 +213,7 @@ class DetectionTask:
     name = "detection"
     pad_id = PAD
     eos_id = None
-    state = None
+    frozen = None
 
     def __init__(self, cfg: DetectionConfig, class_names: Sequence[str],
                  class_counts: Sequence[float] | None = None):
@@ -373,7 +373,7 @@ class DetectionTask:
             cfg.correct_thr, cfg.conf_target, cfg.paper_compat)
         return res, slots
 
-    def reward(self, samples: np.ndarray, batch: Mapping[str, Any], state: Any = None
+    def reward(self, samples: np.ndarray, batch: Mapping[str, Any], frozen: Any = None
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Rewards float32 [B,N]; aux: ``match_iou`` float32 [B,N,S] (the confidence targets,
         for :meth:`aux_loss`) and scalar metrics ``boxes_per_sample``, ``recall50`` (matched

@@ -129,7 +129,8 @@ class TuningMonitor:
 
 def tune_from_mle(cfg: Any, model, task: det.DetectionTask, val: ev.Split, *,
                   cache_dir: str | None = None, progress: bool = True,
-                  on_eval: Callable[[dict[str, Any]], None] | None = None
+                  on_eval: Callable[[dict[str, Any]], None] | None = None,
+                  mesh: jax.sharding.Mesh | None = None
                   ) -> tuple[tuning.TuneResult, TuningMonitor]:
     """Detection's tuning recipe, shared by the notebook and :func:`tune_and_evaluate`: the
     neutral confidence readout (:func:`reset_confidence`, ``detection.conf_reset_margin``),
@@ -144,7 +145,7 @@ def tune_from_mle(cfg: Any, model, task: det.DetectionTask, val: ev.Split, *,
                             on_eval=on_eval)
     run = tuning.tune(detection_pretrain.RECIPE, cfg, model, task, None, eval_fn=monitor,
                       cache_dir=cache_dir, progress=progress,
-                      then=confidence_lr(dcfg.conf_lr_mult))
+                      then=confidence_lr(dcfg.conf_lr_mult), mesh=mesh)
     return run, monitor
 
 
@@ -180,14 +181,14 @@ class DetectionTuning:
 def tune_and_evaluate(cfg: Any, *, pre: shipped.Pretrained | None = None,
                       workdir: str | Path | None = None, start: str | Path | None = None,
                       cache_dir: str | None = None, progress: bool = False,
-                      on_eval: Callable[[dict[str, Any]], None] | None = None
-                      ) -> DetectionTuning:
+                      on_eval: Callable[[dict[str, Any]], None] | None = None,
+                      mesh: jax.sharding.Mesh | None = None) -> DetectionTuning:
     """Detection's main path, what notebook ``03_detection`` and ``python -m rlcv_lib tune
     detection`` run: the MLE model (``pre``, else the shipped one or ``start``, another shipped
     checkpoint directory; without one, MLE from scratch in ``workdir``), its test metrics,
     :func:`tune_from_mle` (best validation state kept in memory and restored), and the tuned
     model's test metrics under every score rule (one decode). The test split is read once per
-    row, after all choices."""
+    row, after all choices. ``mesh``: data-parallel tuning over its devices."""
     if pre is None:
         mle_dir = None if workdir is None else Path(workdir) / "detection_mle"
         pre = shipped.load_or_pretrain(detection_pretrain.RECIPE, cfg, mle_dir, path=start,
@@ -198,7 +199,7 @@ def tune_and_evaluate(cfg: Any, *, pre: shipped.Pretrained | None = None,
     test = ev.load_split(cfg, "test", cfg.run.eval_examples, cache_dir)
     mle_metrics, mle_preds = dm.evaluate(mle_model, task, test, dm.MLE_RULE)
     run, monitor = tune_from_mle(cfg, model, task, val, cache_dir=cache_dir,
-                                 progress=progress, on_eval=on_eval)
+                                 progress=progress, on_eval=on_eval, mesh=mesh)
     best_step = monitor.restore_best(model)
     rule = dm.tuned_rule(cfg.detection)
     tuned, tuned_preds = dm.evaluate_scored(model, task, test, rule)  # one decode, every score

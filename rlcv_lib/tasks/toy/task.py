@@ -31,7 +31,7 @@ class SortTask:
     name = "toy_sort"
     pad_id = PAD
     eos_id = EOS
-    state = None
+    frozen = None
 
     def __init__(self, max_numbers: int = 4, num_values: int = 10, image_size: int = 32):
         if image_size % max_numbers:
@@ -95,7 +95,7 @@ class SortTask:
                 out.append(t - OFFSET)
         return out
 
-    def reward(self, samples: np.ndarray, batch: dict[str, Any], state: Any = None
+    def reward(self, samples: np.ndarray, batch: dict[str, Any], frozen: Any = None
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Fraction of positions equal to the sorted target: float32 [B,N] in [0,1]."""
         samples = np.asarray(samples)
