@@ -53,18 +53,32 @@ print(cfg.toy)
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 
-from rlcv_lib.tasks.toy import experiment as toy_experiment
+from rlcv_lib.core import evaluate as ev
+from rlcv_lib.core import optim, steps, train
+from rlcv_lib.models import build_model
+from rlcv_lib.tasks.toy import experiment as toy
 
-result = toy_experiment.run(cfg.toy, seed=ctx.seed, progress=cfg.run.progress)
+task, size = toy.make_task(cfg.toy)   # tokens, allowed-token rule, reward
+model = build_model(size, task, seed=ctx.seed)
+evaluate, heldout = toy.make_evaluator(task, cfg.toy, ctx.seed)  # fixed held-out images
 
 # %% [markdown]
-# ## Step 1: the MLE curve
-# Per-token cross-entropy of the true next token, on training batches.
+# ## Step 1: maximum likelihood
+# `steps.make_mle_step(task)` is one jitted update: teacher-forced cross-entropy of the true
+# next token under the task's allowed-token rule. `train.fit` calls it once per step on
+# `batch_fn(step)`, a pure function of (seed, step), and logs its metrics.
 
 # %%
-steps_, loss = result.mle_history.column("loss", kind="train")
+mle_cfg = toy.mle_config(cfg.toy)
+mle = train.fit(model, optim.make_optimizer(model, mle_cfg), steps.make_mle_step(task),
+                lambda s: task.batch(ctx.seed, s, mle_cfg.batch_size), seed=ctx.seed,
+                num_steps=mle_cfg.num_steps, log_every=mle_cfg.log_every,
+                progress=cfg.run.progress, desc="MLE")
+before = evaluate(model)
+print("after MLE:", {k: round(v, 3) for k, v in before.items()})
+
+steps_, loss = mle.history.column("loss", kind="train")
 fig, ax = plt.subplots(figsize=(5, 3))
 ax.plot(steps_, loss)
 ax.set(xlabel="MLE update", ylabel="token NLL (nats)", title="Step 1: maximum likelihood")
@@ -72,13 +86,25 @@ ctx.save_figure(fig, "toy_mle_curve.png")
 plt.show()
 
 # %% [markdown]
-# ## Step 2: reward during tuning
-# The training reward is the mean over the N samples of each tuning batch; the held-out
-# curves score fixed images after every few updates, both by sampling (what REINFORCE
-# maximises) and by greedy decoding (how the model would be used).
+# ## Step 2: reward tuning
+# `steps.make_rl_step(task, rl_cfg)` samples N sequences per image (jitted), scores them with
+# the task's reward (on the host), and takes one jitted REINFORCE update with the leave-one-out
+# baseline. The same `train.fit` runs it, on its own data stream (`seed_for(seed, "tune")`),
+# evaluating the held-out images every few updates: by sampling (what REINFORCE maximises) and
+# by greedy decoding (how the model would be used). The training reward is the mean over the N
+# samples of each tuning batch.
 
 # %%
-tune = result.tune_history
+tune_cfg, tune_seed = toy.tune_config(cfg.toy), ev.seed_for(ctx.seed, "tune")
+tuned = train.fit(model, optim.make_optimizer(model, tune_cfg),
+                  steps.make_rl_step(task, toy.rl_config(cfg.toy)),
+                  lambda s: task.batch(tune_seed, s, tune_cfg.batch_size), seed=tune_seed,
+                  num_steps=tune_cfg.num_steps, log_every=tune_cfg.log_every,
+                  eval_fn=lambda m, step: evaluate(m), eval_every=cfg.toy.eval_every,
+                  eval_at_start=True, progress=cfg.run.progress, desc="REINFORCE")
+after = evaluate(model)
+
+tune = tuned.history
 fig, ax = plt.subplots(figsize=(6, 3.5))
 ax.plot(*tune.column("reward_mean", kind="train"), alpha=0.5, label="train batches (sampled)")
 ax.plot(*tune.column("sampled_reward", kind="eval"), "o-", label="held-out, sampled")
@@ -93,15 +119,15 @@ plt.show()
 # ## Before and after, on the same held-out images
 
 # %%
-rows = [{"decoding": k.split("_")[0], "metric": k, "MLE": result.before[k],
-         "tuned": result.after[k], "change": result.after[k] - result.before[k]}
+rows = [{"decoding": k.split("_")[0], "metric": k, "MLE": before[k],
+         "tuned": after[k], "change": after[k] - before[k]}
         for k in ("sampled_reward", "greedy_reward", "greedy_exact")]
 ctx.save_table("toy_before_after", rows)
 for r in rows:
     print(f"{r['metric']:15s} MLE {r['MLE']:.3f} -> tuned {r['tuned']:.3f} "
           f"({r['change']:+.3f})")
 for k in ("sampled_reward", "greedy_reward", "greedy_exact"):
-    ctx.record("toy", k, mle=result.before[k], tuned=result.after[k])
+    ctx.record("toy", k, mle=before[k], tuned=after[k])
 
 # %% [markdown]
 # REINFORCE maximises the expected reward of the model's own samples, so that is the number
@@ -110,14 +136,12 @@ for k in ("sampled_reward", "greedy_reward", "greedy_exact"):
 # A few held-out images with the greedy output after tuning:
 
 # %%
-from rlcv_lib.core import steps as steps_lib
-
-tokens = np.asarray(steps_lib.make_eval_fn(result.task)(result.model, result.heldout))
+tokens = ev.decode(model, task, heldout["image"][:4])
 fig, axes = plt.subplots(1, 4, figsize=(8, 2.6))
 for i, ax in enumerate(axes):
-    example = {"image": result.heldout["image"][i],
-               "values": result.heldout["values"][i][result.heldout["values"][i] >= 0]}
-    result.task.draw(example, result.task.detokenize(tokens[i]), ax=ax)
+    example = {"image": heldout["image"][i],
+               "values": heldout["values"][i][heldout["values"][i] >= 0]}
+    task.draw(example, task.detokenize(tokens[i]), ax=ax)
 ctx.save_figure(fig, "toy_examples.png")
 plt.show()
 

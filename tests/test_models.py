@@ -110,7 +110,8 @@ def test_presets_cover_every_preset():
     assert set(MODEL_PRESETS) == {"smoke", "cpu", "gpu", "paper"}
 
 
-PAPER = ["vit_b16_det600", "vit_l16_pan256", "vit_b16_cap128"]
+PAPER = {"vit_b16_det600": (1100, 600), "vit_l16_pan256": (4097, 256),
+         "vit_b16_cap128": (32000, 128)}  # the paper's (vocabulary, tokens), from their tasks
 # One pre-LN block: 4 (D²+D) attention, 2 D·M + M + D MLP, 2 LayerNorms of 2D.
 BLOCK = {768: 4 * (768 ** 2 + 768) + 2 * 768 * 3072 + 3072 + 768 + 4 * 768,
          1024: 4 * (1024 ** 2 + 1024) + 2 * 1024 * 4096 + 4096 + 1024 + 4 * 1024}
@@ -121,7 +122,7 @@ def test_paper_configs_pass_eval_shape(name):
     """Init, a teacher-forced loss with its gradient, a KV-cache step and the sampler loop,
     all abstract (never compiled on the CPU)."""
     from rlcv_lib.core import sampling
-    cfg = MODEL_SIZES[name]
+    cfg = MODEL_SIZES[name].resolve(*PAPER[name])
     abstract = nnx.eval_shape(lambda: EncoderDecoder(cfg, rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     params = nnx.state(abstract, nnx.Param)
@@ -160,3 +161,15 @@ def test_paper_configs_pass_eval_shape(name):
 
     out = jax.eval_shape(sample, state, images)
     assert out.tokens.shape == out.logprobs.shape == (b, n, cfg.max_len)
+
+
+def test_vocabulary_and_length_come_from_the_task():
+    cfg = MODEL_SIZES["tiny"]
+    assert (cfg.resolve(11, 7).vocab_size, cfg.resolve(11, 7).max_len) == (11, 7)
+    fixed = cfg.resolve(11, 7)
+    assert fixed.resolve(11, 7) == fixed  # agreeing values are kept
+    with pytest.raises(ValueError, match="model.vocab_size=11 contradicts the task's "
+                                         "vocab_size=12"):
+        fixed.resolve(12, 7)
+    with pytest.raises(ValueError, match="model.max_len=7 contradicts"):
+        fixed.resolve(11, 8)

@@ -300,6 +300,7 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
         return _pure(model, optimizer, make_step)
 
     step.functional = functional
+    step.update = updates[False]  # structure -> the jitted update alone (abstract tracing)
     return step
 
 

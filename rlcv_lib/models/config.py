@@ -50,9 +50,14 @@ class ModelConfig:
     """Rematerialise each block in the backward pass (less memory, ~1/3 more compute)."""
 
     def resolve(self, vocab_size: int, max_len: int) -> ModelConfig:
-        """Fills ``vocab_size``/``max_len`` left at 0 from the task's values."""
-        return dataclasses.replace(self, vocab_size=self.vocab_size or vocab_size,
-                                   max_len=self.max_len or max_len)
+        """Fills ``vocab_size``/``max_len`` left at 0 from the task's values; a non-zero value
+        that contradicts the task's is refused (ValueError naming both)."""
+        for name, want in (("vocab_size", vocab_size), ("max_len", max_len)):
+            have = getattr(self, name)
+            if have and have != want:
+                raise ValueError(f"model.{name}={have} contradicts the task's {name}={want}; "
+                                 f"leave model.{name} at 0 to take the task's")
+        return dataclasses.replace(self, vocab_size=vocab_size, max_len=max_len)
 
     def validate(self) -> None:
         """Raises ValueError naming the first inconsistent field."""
@@ -73,6 +78,7 @@ class ModelConfig:
 # Named sizes. The three paper models (docs/design.md §4.1, §10.1): detection ViT-B/16 +
 # 6-layer decoder, 600 tokens at 1280²; panoptic (UViM stage II) ViT-L/16 + 24-layer decoder, 256
 # code tokens from a 4096 codebook at 512²; captioning ViT-B/16 + 6-layer decoder, 128 tokens.
+# Their vocabulary and sequence length are the task's (0 here: build_model takes them from it).
 _VIT_B = dict(patch_size=16, enc_width=768, enc_depth=12, enc_heads=12, enc_mlp=3072)
 _VIT_L = dict(patch_size=16, enc_width=1024, enc_depth=24, enc_heads=16, enc_mlp=4096)
 
@@ -86,14 +92,11 @@ MODEL_SIZES: dict[str, ModelConfig] = {
                        enc_heads=6, enc_mlp=1536, dec_width=384, dec_depth=4, dec_heads=6,
                        dec_mlp=1536),
     "vit_b16_det600": ModelConfig(image_size=1280, **_VIT_B, dec_width=768, dec_depth=6,
-                                  dec_heads=12, dec_mlp=3072, vocab_size=1100, max_len=600,
-                                  dtype="bfloat16", remat=True),
+                                  dec_heads=12, dec_mlp=3072, dtype="bfloat16", remat=True),
     "vit_l16_pan256": ModelConfig(image_size=512, **_VIT_L, dec_width=1024, dec_depth=24,
-                                  dec_heads=16, dec_mlp=4096, vocab_size=4096, max_len=256,
-                                  dtype="bfloat16", remat=True),
+                                  dec_heads=16, dec_mlp=4096, dtype="bfloat16", remat=True),
     "vit_b16_cap128": ModelConfig(image_size=512, **_VIT_B, dec_width=768, dec_depth=6,
-                                  dec_heads=12, dec_mlp=3072, vocab_size=32000, max_len=128,
-                                  dtype="bfloat16", remat=True),
+                                  dec_heads=12, dec_mlp=3072, dtype="bfloat16", remat=True),
 }
 
 MODEL_PRESETS: dict[str, ModelConfig] = {

@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcv_lib import models
 from rlcv_lib.config import ConfigError, tuning_field
 from rlcv_lib.tasks.captioning import reward as cider
 
@@ -111,6 +112,12 @@ CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
     # Real COCO captions: Karpathy-style vocabulary (words seen at least 5 times).
     "paper": CaptioningConfig(max_len=64, min_count=5, val_size=5000),
 }
+
+
+MODEL_PRESETS: dict[str, Any] = {**models.MODEL_PRESETS,
+                                 "paper": models.MODEL_SIZES["vit_b16_cap128"]}
+"""Captioning's ``model`` section per preset: the shared sizes, and at ``paper`` the paper's
+captioner (ViT-B/16 encoder, 6-layer decoder, 512² images)."""
 
 
 def normalize(text: str) -> list[str]:

@@ -3,7 +3,9 @@
 Step 1 trains the encoder-decoder by maximum likelihood on the sorted target sequences; step 2
 tunes it with REINFORCE (leave-one-out baseline over N samples per image) to maximise the
 task's reward: the fraction of positions the *written* sequence gets right. The teaching
-notebook ``02_reward_tuning_toy`` calls :func:`run` and plots what it returns.
+notebook ``02_reward_tuning_toy`` shows the two ``train.fit`` calls cell by cell, from
+:func:`make_task`, :func:`mle_config`, :func:`tune_config`, :func:`rl_config` and
+:func:`make_evaluator`; :func:`run` is the same two calls at once.
 """
 
 from __future__ import annotations
@@ -78,6 +80,32 @@ class ToyResult:
     heldout: dict[str, np.ndarray]
 
 
+def make_task(toy: ToyConfig) -> tuple[SortTask, Any]:
+    """(the toy task of ``toy``, its model size): the size's image side is the task's."""
+    size = MODEL_SIZES[toy.model_size]
+    return SortTask(max_numbers=toy.max_numbers, num_values=toy.num_values,
+                    image_size=size.image_size), size
+
+
+def mle_config(toy: ToyConfig) -> train.TrainConfig:
+    """Step 1's optimisation: AdamW, cosine after a short warm-up, ``toy.mle_steps`` updates."""
+    return train.TrainConfig(optimizer="adamw", lr=toy.mle_lr, warmup_steps=10,
+                             schedule="cosine", batch_size=toy.batch_size,
+                             num_steps=toy.mle_steps, log_every=5)
+
+
+def tune_config(toy: ToyConfig) -> train.TrainConfig:
+    """Step 2's optimisation: AdamW at a constant ``toy.tune_lr``, ``toy.tune_steps`` updates."""
+    return train.TrainConfig(optimizer="adamw", lr=toy.tune_lr, warmup_steps=5,
+                             schedule="constant", batch_size=toy.tune_batch_size,
+                             num_steps=toy.tune_steps, log_every=5)
+
+
+def rl_config(toy: ToyConfig) -> RLConfig:
+    """REINFORCE with ``toy.num_samples`` samples per image and the leave-one-out baseline."""
+    return RLConfig(num_samples=toy.num_samples)
+
+
 def make_evaluator(task: SortTask, toy: ToyConfig, seed: int):
     """``fn(model) -> {greedy_reward, greedy_exact, sampled_reward}`` on fixed held-out images
     (greedy decoding; and ``num_samples`` samples at temperature 1 with a fixed key)."""
@@ -97,32 +125,25 @@ def make_evaluator(task: SortTask, toy: ToyConfig, seed: int):
 
 
 def run(toy: ToyConfig, seed: int = 0, progress: bool = True) -> ToyResult:
-    """MLE then REINFORCE on the toy task (in memory: seconds to minutes, no checkpoints)."""
-    size = MODEL_SIZES[toy.model_size]
-    task = SortTask(max_numbers=toy.max_numbers, num_values=toy.num_values,
-                    image_size=size.image_size)
+    """MLE then REINFORCE on the toy task (in memory: seconds to minutes, no checkpoints): the
+    two ``train.fit`` calls that notebook ``02_reward_tuning_toy`` shows cell by cell."""
+    task, size = make_task(toy)
     model = build_model(size, task, seed=seed)
     evaluate, heldout = make_evaluator(task, toy, seed)
 
-    mle_cfg = train.TrainConfig(optimizer="adamw", lr=toy.mle_lr, warmup_steps=10,
-                                schedule="cosine", batch_size=toy.batch_size,
-                                num_steps=toy.mle_steps, log_every=5)
-    mle = train.fit(model, optim.make_optimizer(model, mle_cfg), steps.make_mle_step(task, size),
-                    lambda s: task.batch(seed, s, toy.batch_size), seed=seed,
-                    progress=progress, desc="MLE",
-                    num_steps=mle_cfg.num_steps, log_every=mle_cfg.log_every)
+    mle_cfg = mle_config(toy)
+    mle = train.fit(model, optim.make_optimizer(model, mle_cfg), steps.make_mle_step(task),
+                    lambda s: task.batch(seed, s, mle_cfg.batch_size), seed=seed,
+                    num_steps=mle_cfg.num_steps, log_every=mle_cfg.log_every,
+                    progress=progress, desc="MLE")
     before = evaluate(model)
 
-    tune_cfg = train.TrainConfig(optimizer="adamw", lr=toy.tune_lr, warmup_steps=5,
-                                 schedule="constant", batch_size=toy.tune_batch_size,
-                                 num_steps=toy.tune_steps, log_every=5)
-    rl_cfg = RLConfig(num_samples=toy.num_samples)
-    tune_seed = ev.seed_for(seed, "tune")
-    tune = train.fit(model, optim.make_optimizer(model, tune_cfg), steps.make_rl_step(task, rl_cfg),
-                     lambda s: task.batch(tune_seed, s, toy.tune_batch_size), seed=tune_seed,
-                     progress=progress, desc="REINFORCE",
+    tune_cfg, tune_seed = tune_config(toy), ev.seed_for(seed, "tune")
+    tune = train.fit(model, optim.make_optimizer(model, tune_cfg),
+                     steps.make_rl_step(task, rl_config(toy)),
+                     lambda s: task.batch(tune_seed, s, tune_cfg.batch_size), seed=tune_seed,
                      num_steps=tune_cfg.num_steps, log_every=tune_cfg.log_every,
                      eval_fn=lambda m, step: evaluate(m), eval_every=toy.eval_every,
-                     eval_at_start=True)
+                     eval_at_start=True, progress=progress, desc="REINFORCE")
     return ToyResult(task=task, model=model, before=before, after=evaluate(model),
                      mle_history=mle.history, tune_history=tune.history, heldout=heldout)
