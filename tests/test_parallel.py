@@ -1,5 +1,6 @@
-"""Data parallelism: with 8 simulated CPU devices, fit gives the losses and parameters of one
-device (within float tolerance), with the batch really split and the parameters replicated.
+"""Data parallelism: with 8 simulated CPU devices, and with two local processes
+(``jax.distributed`` over gloo), fit gives the losses and parameters of one device (within float
+tolerance), with the batch really split and the parameters replicated.
 
 The 8 devices need ``XLA_FLAGS`` before JAX starts, so that part runs in a subprocess."""
 
@@ -87,6 +88,75 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+PROCESS = textwrap.dedent('''
+import json, sys
+from rlcv_lib.core import parallel
+assert parallel.maybe_initialize_distributed()
+import jax, numpy as np, optax
+from flax import nnx
+from rlcv_lib.core import steps, train
+from rlcv_lib.models import MODEL_PRESETS, build_model
+from rlcv_lib.tasks.toy.task import SortTask
+task = SortTask(max_numbers=4, image_size=MODEL_PRESETS["smoke"].image_size)
+model = build_model(MODEL_PRESETS["smoke"], task, seed=0)
+opt = nnx.Optimizer(model, optax.sgd(0.05), wrt=nnx.Param)
+sl = parallel.process_slice(8)
+res = train.fit(model, opt, steps.make_mle_step(task),
+                lambda i: {k: v[sl] for k, v in task.batch(seed=0, step=i, batch_size=8).items()},
+                num_steps=3, log_every=1, mesh=parallel.make_mesh(), progress=False)
+print(json.dumps({"process": jax.process_index(), "devices": jax.device_count(),
+                  "losses": [r["loss"] for r in res.history.records("train")],
+                  "params": [float(np.abs(np.asarray(x.addressable_data(0))).sum())
+                             for x in jax.tree.leaves(nnx.state(model, nnx.Param))]}))
+''')
+
+
+def _toy_fit_on_one_device():
+    import optax
+    from flax import nnx
+
+    from rlcv_lib.core import steps, train
+    from rlcv_lib.models import MODEL_PRESETS, build_model
+    from rlcv_lib.tasks.toy.task import SortTask
+
+    task = SortTask(max_numbers=4, image_size=MODEL_PRESETS["smoke"].image_size)
+    model = build_model(MODEL_PRESETS["smoke"], task, seed=0)
+    opt = nnx.Optimizer(model, optax.sgd(0.05), wrt=nnx.Param)
+    res = train.fit(model, opt, steps.make_mle_step(task),
+                    lambda i: task.batch(seed=0, step=i, batch_size=8), num_steps=3,
+                    log_every=1, mesh=parallel.make_mesh(jax.devices()[:1]), progress=False)
+    return ([r["loss"] for r in res.history.records("train")],
+            [float(np.abs(np.asarray(x)).sum()) for x in jax.tree.leaves(nnx.state(model,
+                                                                                  nnx.Param))])
+
+
+def test_two_processes_match_one():
+    """Multi-host through jax.distributed: two local CPU processes (gloo), each building half
+    of every batch (process_slice), train as one process does on the whole batch."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = os.path.dirname(os.path.dirname(__file__))
+    procs = [subprocess.Popen([sys.executable, "-c", PROCESS], cwd=root, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu",
+                                       JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                       JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+             for i in range(2)]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    losses, params = _toy_fit_on_one_device()
+    assert [o["process"] for o in outs] == [0, 1] and all(o["devices"] == 2 for o in outs)
+    for o in outs:
+        np.testing.assert_allclose(o["losses"], losses, rtol=1e-5)
+        np.testing.assert_allclose(o["params"], params, rtol=1e-4, atol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def runs():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
@@ -129,10 +199,22 @@ def test_shard_batch_on_one_device():
 
 
 def test_distributed_init_only_when_asked(monkeypatch):
-    for var in ("JAX_COORDINATOR_ADDRESS", "RLCV_DISTRIBUTED"):
+    for var in ("JAX_COORDINATOR_ADDRESS", "RLCV_DISTRIBUTED", "JAX_NUM_PROCESSES",
+                "JAX_PROCESS_ID"):
         monkeypatch.delenv(var, raising=False)
-    called = []
-    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: called.append(1))
+    called, updates = [], []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: called.append(k))
+    monkeypatch.setattr(jax.config, "update", lambda *a: updates.append(a))
     assert parallel.maybe_initialize_distributed() is False and not called
     monkeypatch.setenv("RLCV_DISTRIBUTED", "1")
-    assert parallel.maybe_initialize_distributed() is True and called == [1]
+    assert parallel.maybe_initialize_distributed() is True and called == [{}]
+    assert updates == [("jax_cpu_collectives_implementation", "gloo")]
+    monkeypatch.delenv("RLCV_DISTRIBUTED")
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "127.0.0.1:1234")
+    with pytest.raises(ValueError, match="JAX_NUM_PROCESSES"):
+        parallel.maybe_initialize_distributed()
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert parallel.maybe_initialize_distributed() is True
+    assert called[-1] == {"coordinator_address": "127.0.0.1:1234", "num_processes": 2,
+                          "process_id": 1}

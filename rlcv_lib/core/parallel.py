@@ -25,16 +25,27 @@ DATA = "data"
 
 
 def maybe_initialize_distributed() -> bool:
-    """Calls ``jax.distributed.initialize()`` when the environment asks for a multi-process run.
+    """Calls ``jax.distributed.initialize`` when the environment asks for a multi-process run.
 
-    It asks when ``JAX_COORDINATOR_ADDRESS`` is set (with ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID``, read by JAX itself), or when ``RLCV_DISTRIBUTED=1`` (for clusters whose
-    launcher JAX auto-detects: SLURM, Cloud TPU, Open MPI). Must run before anything touches
-    the devices. Returns whether it initialised.
+    It asks when ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0) is set, with
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (passed on here: this JAX does not read them
+    itself), or when ``RLCV_DISTRIBUTED=1`` (for clusters whose launcher JAX auto-detects:
+    SLURM, Cloud TPU, Open MPI). CPU processes exchange gradients through gloo. Must run before
+    anything touches the devices. Returns whether it initialised.
     """
-    if not (os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("RLCV_DISTRIBUTED") == "1"):
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not (address or os.environ.get("RLCV_DISTRIBUTED") == "1"):
         return False
-    jax.distributed.initialize()
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # accelerators: their own
+    if address:
+        missing = [v for v in ("JAX_NUM_PROCESSES", "JAX_PROCESS_ID") if v not in os.environ]
+        if missing:
+            raise ValueError(f"JAX_COORDINATOR_ADDRESS={address} is set but {missing} are not")
+        jax.distributed.initialize(coordinator_address=address,
+                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+    else:
+        jax.distributed.initialize()
     return True
 
 
