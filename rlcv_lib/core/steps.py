@@ -159,9 +159,11 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
         pure = updates[donate](structure)
         return lambda state, batch, rng=None: pure(state, *arrays(batch))
 
+    in_place = nnx.jit(update_in_place)  # the same update on the live objects
+
     def step(model, optimizer, batch, rng=None) -> Metrics:
         _check_model(model, task)
-        return _in_place(model, optimizer, make_step, batch, rng)
+        return in_place(model, optimizer, *arrays(batch))
 
     def functional(model, optimizer) -> FunctionalStep:
         _check_model(model, task)
