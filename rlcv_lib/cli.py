@@ -194,12 +194,13 @@ def cmd_seeds(args: argparse.Namespace) -> None:
     _tune_fn(spec)
     workdir = Path(args.workdir or f"runs/seeds/{spec.name}-{cfg0.preset}")
     out = Path(args.out) if args.out else workdir
+    mesh = _mesh(args)  # once: jax.distributed may be initialised only once per process
     results = []
     for seed in args.seeds:
         _, cfg = resolve(args.task, args.preset, overrides, seed)
         results.append(tune_one(spec, cfg, workdir, start=args.start,
                                 cache_dir=args.cache or str(workdir / "scenes_cache"),
-                                out=out / f"seed{seed}.json", mesh=_mesh(args)))
+                                out=out / f"seed{seed}.json", mesh=mesh))
     summary = seeds_summary(results)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     _print({"summary": str(out / "summary.json"), "gains": summary["gains"]})

@@ -226,7 +226,7 @@ def tune_and_evaluate(cfg: Any, *, workdir: str | Path, pre: shipped.Pretrained 
             for e in runs[name].history.records("eval"):
                 on_eval({"model": name, **e})
     test = ev.load_split(cfg, "test", cfg.run.eval_examples, cache_dir)
-    models = {"MLE": pre.model, **{n: r.model for n, r in runs.items()}}
-    rows, decoded = cm.evaluate_models(models, pre.task, test,
-                                       beam_size=cfg.captioning.beam_size)
-    return CaptioningTuning(pre, val, runs, test, rows, decoded)
+    result = CaptioningTuning(pre, val, runs, test, [], {})
+    result.rows, result.decoded = cm.evaluate_models(result.models, pre.task, test,
+                                                     beam_size=cfg.captioning.beam_size)
+    return result
