@@ -53,8 +53,9 @@ notebook-test: setup
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check rlcv_lib tests benchmarks notebooks/*.py
 
+# Jupyter refuses to run as root unless told; containers and Colab-like machines often are root.
 lab: setup  ## open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root,) notebooks/
 
 bench: setup  ## speed and memory benchmarks (tables on stdout, benchmarks/results.json)
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcv_lib import tasks
-from rlcv_lib.config import PRESETS, ConfigError, get_config
+from rlcv_lib.config import PRESETS, ConfigError, check_consistent, get_config
 
 OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 """A ``key=value`` config override on the command line."""
@@ -63,6 +63,7 @@ def resolve(task: str, preset: str, overrides: dict[str, str], seed: int | None 
         overrides = {**overrides, "run.seed": seed}
     try:
         cfg = get_config(preset, overrides, task=task)
+        check_consistent(cfg)
     except ConfigError as e:
         raise UsageError(str(e)) from None
     return spec, cfg

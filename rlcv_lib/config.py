@@ -152,13 +152,40 @@ class Config:
              mle_only: bool = False) -> str:
         """Short stable hash of (some) sections plus ``extra`` values, for cache keys;
         ``mle_only`` leaves out the tuning fields (:func:`tuning_field`)."""
+        return hash_of(self.hashed(sections=sections, mle_only=mle_only), *extra)
+
+    def hashed(self, *, sections: tuple[str, ...] | None = None,
+               mle_only: bool = False) -> dict[str, Any]:
+        """What :meth:`hash` covers: ``{section: {field: value}}`` (JSON-able)."""
         d = self.to_dict()
         if mle_only:
             d = {k: v if k == "preset" else mle_fields(self.sections[k]) for k, v in d.items()}
         if sections is not None:
             d = {k: d[k] for k in sections}
-        blob = json.dumps([d, list(extra)], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json.loads(json.dumps(d, default=str))
+
+
+def hash_of(hashed: Mapping[str, Any], *extra: Any) -> str:
+    """The hash :meth:`Config.hash` gives for the dict :meth:`Config.hashed` returned."""
+    blob = json.dumps([hashed, list(extra)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def differing_fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``"section.field: old -> new"`` for each field two :meth:`Config.hashed` dicts disagree
+    on (a section or field only one has shows ``<absent>``)."""
+    out = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section, {}), new.get(section, {})
+        if not isinstance(a, Mapping) or not isinstance(b, Mapping):
+            if a != b:
+                out.append(f"{section}: {a!r} -> {b!r}")
+            continue
+        for field in sorted(set(a) | set(b)):
+            va, vb = a.get(field, "<absent>"), b.get(field, "<absent>")
+            if va != vb:
+                out.append(f"{section}.{field}: {va!r} -> {vb!r}")
+    return out
 
 
 def _section(name: str, task: str | None = None) -> tuple[type, Mapping[str, Any]]:
@@ -257,6 +284,47 @@ def get_config(preset: str = "cpu", overrides: Mapping[str, Any] | None = None,
         resolved[name] = table[preset]
     return Config(preset=preset, sections=types.MappingProxyType(resolved),
                   task=task).override(overrides or {})
+
+
+def field_value(cfg: Config, key: str) -> Any:
+    """The value of ``"section.field"`` in ``cfg``."""
+    section, field = key.split(".", 1)
+    return getattr(cfg.sections[section], field)
+
+
+def require(cfg: Config, ok: bool, first: str, second: str, why: str) -> None:
+    """Raises ConfigError naming the fields ``first`` and ``second`` (dotted) and their values
+    unless ``ok``; ``why`` says what ties them."""
+    if not ok:
+        raise ConfigError(
+            f"{first}={field_value(cfg, first)!r} contradicts {second}="
+            f"{field_value(cfg, second)!r}: {why}")
+
+
+def require_same_image_size(cfg: Config) -> None:
+    """The model reads the scenes world's images as they are generated: ``model.image_size``
+    must equal ``world.image_size`` (override both together)."""
+    why = ("the model reads the world's images at their size; override both, e.g. "
+           "{'world.image_size': 48, 'model.image_size': 48}")
+    if cfg.preset == "paper":
+        why += (" (the paper preset's model sizes are the paper's, for its real datasets; the "
+                "scenes world is at most 512 px)")
+    require(cfg, cfg.model.image_size == cfg.world.image_size, "model.image_size",
+            "world.image_size", why)
+
+
+def check_consistent(cfg: Config) -> None:
+    """Refuses a config whose fields contradict each other, before anything runs: the rules of
+    the task it was resolved for (its spec's ``check``). Raises ConfigError naming both fields.
+    The notebooks' first cell and the command line call it; abstract tracing of the paper's
+    model sizes (whose images are real data, not the scenes world) does not."""
+    if cfg.task is None:
+        return
+    from rlcv_lib import tasks
+
+    spec = tasks.get(cfg.task)
+    if spec.check is not None:
+        tasks.resolve(spec.check)(cfg)
 
 
 def describe(cfg: Config) -> str:

@@ -168,6 +168,22 @@ def _check(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> N
         raise ParameterError(f"{name}: expected {what}, got {value!r}")
 
 
+def _check_creatable(param: str, path: Path) -> None:
+    """Raises ParameterError unless ``path`` is a directory or can be made one (its nearest
+    existing ancestor is a writable directory)."""
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"{param}: {str(path)!r} exists and is not a directory")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ParameterError(f"{param}: cannot create {str(path)!r}: {str(ancestor)!r} is a "
+                             f"file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ParameterError(f"{param}: cannot create {str(path)!r}: {str(ancestor)!r} is not "
+                             f"writable")
+
+
 def setup(name: str, *, preset: str = "cpu", seed: int = 0, workdir: str = "",
           figures_dir: str = "", overrides: Mapping[str, Any] | None = None,
           sections: tuple[str, ...] | None = None) -> Context:
@@ -193,6 +209,7 @@ def setup(name: str, *, preset: str = "cpu", seed: int = 0, workdir: str = "",
     try:
         cfg = config_lib.get_config(preset, {**overrides, "run.seed": seed}, sections=sections,
                                     task=None if spec is None else spec.name)
+        config_lib.check_consistent(cfg)
     except config_lib.ConfigError as e:
         raise ParameterError(f"overrides: {e}") from None
     root = repo_root()
@@ -201,8 +218,13 @@ def setup(name: str, *, preset: str = "cpu", seed: int = 0, workdir: str = "",
         figures = Path(figures_dir)
     else:
         figures = root / "figures" if preset == "cpu" else work / "figures"
-    work.mkdir(parents=True, exist_ok=True)
-    figures.mkdir(parents=True, exist_ok=True)
+    for param, path in (("workdir", work), ("figures_dir", figures)):
+        _check_creatable(param, path)  # both checked before either is made
+    for param, path in (("workdir", work), ("figures_dir", figures)):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ParameterError(f"{param}: cannot create {str(path)!r} ({e})") from None
     return Context(name=name, config=cfg, workdir=work.resolve(), figures=figures.resolve())
 
 

@@ -194,6 +194,22 @@ def test_reward_rejects_bad_batches(task):
         task.reward(samples, {"captions": [["a b"] * 5]}, None)
     with pytest.raises(ValueError, match=r"\[B,N,L\]"):
         task.reward(samples[0], {"captions": [["a b"] * 5] * 2}, None)
+    with pytest.raises(ValueError, match="image 1 has no reference captions"):
+        task.reward(samples, {"captions": [["a b"], []]}, None)
+    with pytest.raises(ValueError, match="references of image 0 are one string"):
+        task.reward(samples, {"captions": ["a b", ["a b"]]}, None)
+
+
+def test_reward_takes_ragged_references(data, task):
+    """Images with different numbers of references: the same scores as each image alone."""
+    _, val = data
+    samples = sampled_like(task, val, np.random.default_rng(6), b=4, n=5)
+    caps = [list(val.arrays["captions"][i][:k]) for i, k in zip(range(4), (5, 2, 1, 3),
+                                                                  strict=True)]
+    together, _ = task.reward(samples, {"captions": caps}, None)
+    for i in range(4):
+        alone, _ = task.reward(samples[i:i + 1], {"captions": caps[i:i + 1]}, None)
+        np.testing.assert_array_equal(alone[0], together[i])
 
 
 def test_evaluate_without_java(data, task):

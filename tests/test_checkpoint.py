@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 import rlcv_lib
+from rlcv_lib import config as config_lib
 from rlcv_lib.config import get_config
 from rlcv_lib.core import checkpoint, optim
 from rlcv_lib.core.train import TrainConfig
@@ -166,11 +167,17 @@ def test_shipped_checkpoint_round_trip_and_refusal(tmp_path):
     np.testing.assert_array_equal(np.asarray(fresh.dense.kernel.value),
                                   np.asarray(net.dense.kernel.value))
     assert int(fresh.rngs.dropout.count.value) == 0  # RNG streams are not shipped
-    changed = _cfg(**{"train.lr": 0.5})
-    with pytest.raises(checkpoint.ManifestMismatchError,
-                       match=r"config_hash: checkpoint has .* `make pretrain`"):
+    changed = _cfg(**{"train.lr": 0.5, "train.warmup_steps": 7})
+    with pytest.raises(checkpoint.ManifestMismatchError) as err:
         checkpoint.load_shipped(path, Net(5), changed, 1, sections=("train",))
-    with pytest.raises(checkpoint.ManifestMismatchError, match="world_version: checkpoint has 1"):
+    msg = str(err.value)  # the fields that differ, and the notebook's way out
+    assert f"train.lr: {cfg.train.lr!r} -> 0.5" in msg and "train.warmup_steps" in msg, msg
+    assert '"run.from_scratch": True' in msg and "python -m rlcv_lib pretrain" in msg, msg
+    old = {k: v for k, v in manifest.items() if k != "config"}  # made before manifests had it
+    old_path = checkpoint.save_shipped(tmp_path / "old", net, old)
+    with pytest.raises(checkpoint.ManifestMismatchError, match=r"config hash: checkpoint has"):
+        checkpoint.load_shipped(old_path, Net(5), changed, 1, sections=("train",))
+    with pytest.raises(checkpoint.ManifestMismatchError, match="world version: checkpoint has 1"):
         checkpoint.load_shipped(path, Net(5), cfg, 2, sections=("train",))
     with pytest.raises(checkpoint.ManifestMismatchError, match="does not fit this model"):
         checkpoint.load_shipped(path, Net(5, width=4), cfg, 1, sections=("train",))
@@ -181,6 +188,7 @@ def test_shipped_checkpoint_round_trip_and_refusal(tmp_path):
 
 def test_manifest_fields():
     m = checkpoint.make_manifest(_cfg(), "w3", steps=5, train_seconds=1.0, metrics={})
-    assert set(m) >= {"config_hash", "world_version", "code_version", "commit", "steps",
-                      "train_seconds", "metrics", "created", "preset"}
+    assert set(m) >= {"config_hash", "config", "world_version", "code_version", "commit",
+                      "steps", "train_seconds", "metrics", "created", "preset"}
+    assert config_lib.hash_of(m["config"]) == m["config_hash"]
     assert dataclasses.is_dataclass(TrainConfig) and json.dumps(m)

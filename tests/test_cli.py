@@ -40,6 +40,8 @@ def test_help_exits_zero_and_lists_the_choices(capsys, argv):
     (["pretrain", "detection", "cpu", "--stage", "stage2"], "task 'detection' has no stage "
                                                             "'stage2'; its stages: ['mle']"),
     (["pretrain", "toy", "cpu"], "task 'toy' has no shipped checkpoints"),
+    (["tune", "detection", "smoke", "world.image_size=48"], "model.image_size=32 contradicts "
+                                                            "world.image_size=48"),
     (["tune", "toy", "cpu"], "task 'toy' has no tuning entry point; run its notebook "
                              "02_reward_tuning_toy"),
 ])

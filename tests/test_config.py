@@ -125,3 +125,27 @@ def test_tuning_fields_stay_out_of_the_mle_hash():
                                                                       mle_only=True)
     assert "val_size" not in config.mle_fields(cfg.detection)
     assert "num_slots" in config.mle_fields(cfg.detection)
+
+
+def test_hashed_is_what_the_hash_covers_and_differing_fields_names_them():
+    cfg = config.get_config("cpu", task="detection")
+    other = cfg.override({"model.dec_depth": 3, "detection.num_slots": 9})
+    sections = ("model", "detection")
+    for c in (cfg, other):
+        assert config.hash_of(c.hashed(sections=sections, mle_only=True)) == c.hash(
+            sections=sections, mle_only=True)
+    diff = config.differing_fields(cfg.hashed(sections=sections),
+                                   other.hashed(sections=sections))
+    assert diff == ["detection.num_slots: 6 -> 9", "model.dec_depth: 2 -> 3"]
+    assert config.differing_fields({"a": {"x": 1}}, {"b": {"x": 1}}) == [
+        "a.x: 1 -> '<absent>'", "b.x: '<absent>' -> 1"]
+
+
+def test_check_consistent_names_both_fields():
+    cfg = config.get_config("smoke", {"world.image_size": 48}, task="captioning")
+    with pytest.raises(config.ConfigError,
+                       match=r"model.image_size=32 contradicts world.image_size=48"):
+        config.check_consistent(cfg)
+    config.check_consistent(cfg.override({"model.image_size": 48}))
+    config.check_consistent(config.get_config("smoke", {"world.image_size": 48}))  # no task
+    config.check_consistent(config.get_config("smoke", task="toy"))  # the toy has no world

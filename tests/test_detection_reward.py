@@ -126,6 +126,36 @@ def test_bad_inputs_are_named():
                            np.zeros((1, 1, 4)), np.zeros((1, 1)), np.ones(2))
 
 
+@pytest.mark.parametrize("compat", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_box_matches_nothing_in_both_modes(compat, bad):
+    """A NaN IoU would win every argmax and steal the match from the good box beside it."""
+    broken = [0.1, 0.1, bad, 0.5]
+    r = reward([broken, BOX], [0, 0], [BOX], [0], paper_compat=compat)
+    assert r.num_matches[0, 0, 0] == 1 and r.num_duplicates[0, 0].sum() == 0
+    assert r.match_iou[0, 0, 0] == 0 and r.match_iou[0, 0, 1] == pytest.approx(1.0)
+    assert r.reward[0, 0] == pytest.approx(1.0)
+    assert np.isfinite(D.pairwise_iou(np.asarray([broken]), np.asarray([BOX]), eps=1e-9)).all()
+
+
+def test_ragged_ground_truth_lists_are_padded_or_named():
+    pred = np.asarray([BOX, [0.6, 0.6, 0.9, 0.9]], float)[None, None].repeat(2, 0)  # [2,1,2,4]
+    labels, present = np.zeros((2, 1, 2), int), np.ones((2, 1, 2), bool)
+    ragged = [np.asarray([BOX, [0.6, 0.6, 0.9, 0.9]]), np.asarray([BOX])]
+    r = D.detection_reward(pred, labels, present, ragged, [[0, 0], [0]], np.ones(2))
+    padded = D.detection_reward(pred, labels, present,
+                                np.asarray([ragged[0], [BOX, [0, 0, 0, 0]]]),
+                                np.asarray([[0, 0], [0, -1]]), np.ones(2))
+    np.testing.assert_array_equal(r.reward, padded.reward)
+    assert r.num_matches[:, 0, 0].tolist() == [2, 1]
+    empty = D.detection_reward(pred, labels, present, [[], []], [[], []], np.ones(2))
+    assert (empty.reward == 0).all()
+    with pytest.raises(ValueError, match="ground truth of image 1"):
+        D.detection_reward(pred, labels, present, ragged, [[0, 0], [0, 0]], np.ones(2))
+    with pytest.raises(ValueError, match="2 images of ground-truth boxes, 1 of labels"):
+        D.detection_reward(pred, labels, present, ragged, [[0, 0]], np.ones(2))
+
+
 # --- weights -----------------------------------------------------------------------------------
 
 

@@ -337,6 +337,39 @@ def test_evaluate_perfect_predictions_give_map_one(task, examples):
     assert task.evaluate(empty, examples)["mAP"] == 0.0
 
 
+@pytest.mark.parametrize("field,index,value", [
+    ("boxes", (0, 3), np.nan), ("boxes", (1, 0), np.inf), ("scores", (1,), np.nan)])
+def test_evaluate_refuses_non_finite_predictions_naming_the_image(task, examples, field, index,
+                                                                  value):
+    """pycocotools takes a NaN-height box for a match: one such box on a ground truth alone
+    scores mAP 1. The evaluator refuses it, naming the image and the box."""
+    preds = [{"boxes": np.asarray(ex["boxes"], np.float32).copy(), "labels": ex["labels"],
+              "scores": np.ones(len(ex["labels"]), np.float32)} for ex in examples]
+    preds[2][field][index] = value
+    with pytest.raises(ValueError, match=rf"image {examples[2]['image_id']}: {field} hold "
+                                         rf"non-finite values at box\(es\) \[{index[0]}\]"):
+        task.evaluate(preds, examples)
+    preds[2] = {"boxes": np.zeros((2, 4)), "labels": np.zeros(3, int), "scores": np.ones(2)}
+    with pytest.raises(ValueError, match=f"image {examples[2]['image_id']}: boxes"):
+        task.evaluate(preds, examples)
+
+
+def test_ragged_ground_truth_in_the_batch(task, examples):
+    """The reward takes per-image lists of ground truth as it takes the padded arrays."""
+    tokens = np.stack([task.tokenize(ex) for ex in examples[:3]])[:, None]  # [3,1,L]
+    lists = {"boxes": [ex["boxes"] for ex in examples[:3]],
+             "labels": [ex["labels"] for ex in examples[:3]]}
+    m = max(len(ex["labels"]) for ex in examples[:3])
+    padded = {"boxes": np.zeros((3, m, 4)), "labels": np.full((3, m), -1)}
+    for i, ex in enumerate(examples[:3]):
+        padded["boxes"][i, :len(ex["labels"])] = ex["boxes"]
+        padded["labels"][i, :len(ex["labels"])] = ex["labels"]
+    r_lists, aux_lists = task.reward(tokens, lists)
+    r_padded, aux_padded = task.reward(tokens, padded)
+    np.testing.assert_array_equal(r_lists, r_padded)
+    assert aux_lists["recall50"] == aux_padded["recall50"] == 1.0
+
+
 def test_draw(task, examples):
     import matplotlib.pyplot as plt
 

@@ -26,6 +26,37 @@ def test_bad_parameter_is_named_first(tmp_path, param, value):
     assert str(err.value).startswith(f"{param}:"), str(err.value)
 
 
+@pytest.mark.parametrize("param", ["workdir", "figures_dir"])
+@pytest.mark.parametrize("where", ["itself", "parent"])
+def test_a_dir_that_is_a_file_is_named_and_nothing_is_made(tmp_path, param, where):
+    file = tmp_path / "a_file"
+    file.write_text("x")
+    path = file if where == "itself" else file / "sub"
+    with pytest.raises(notebook.ParameterError) as err:
+        _setup(tmp_path, **{param: str(path)})
+    assert str(err.value).startswith(f"{param}:") and "a_file" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # neither dir was made
+
+
+@pytest.mark.parametrize("name,overrides,fields", [
+    ("03_detection", {"world.image_size": 48}, ("model.image_size=32", "world.image_size=48")),
+    ("04_captioning", {"model.image_size": 64}, ("model.image_size=64", "world.image_size=32")),
+    ("03_detection", {"world.max_objects": 12}, ("detection.num_slots=10",
+                                                 "world.max_objects=12")),
+])
+def test_contradictory_overrides_are_refused_naming_both_fields(tmp_path, name, overrides,
+                                                                fields):
+    with pytest.raises(notebook.ParameterError) as err:
+        notebook.setup(name, preset="smoke", workdir=str(tmp_path / "w"),
+                       figures_dir=str(tmp_path / "f"), overrides=overrides)
+    msg = str(err.value)
+    assert msg.startswith("overrides:") and all(f in msg for f in fields), msg
+    ctx = notebook.setup(name, preset="smoke", workdir=str(tmp_path / "w"),
+                         figures_dir=str(tmp_path / "f"),
+                         overrides={"world.image_size": 48, "model.image_size": 48})
+    assert ctx.config.model.image_size == ctx.config.world.image_size == 48
+
+
 def test_default_dirs(tmp_path, monkeypatch):
     monkeypatch.setattr(notebook, "repo_root", lambda: tmp_path)
     ctx = notebook.setup("x", preset="smoke")

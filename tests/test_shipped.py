@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from rlcv_lib import tasks
+from rlcv_lib import config, tasks
 from rlcv_lib.config import get_config
 from rlcv_lib.core import checkpoint
 from rlcv_lib.core import evaluate as ev
@@ -54,7 +54,9 @@ def test_ship_then_load_gives_the_same_model_curve_and_manifest(shipped):
 
 def test_a_mismatched_config_is_refused_with_the_fix(shipped):
     _, _, path = shipped
-    with pytest.raises(checkpoint.ManifestMismatchError, match="make pretrain"):
+    with pytest.raises(checkpoint.ManifestMismatchError,
+                       match=r"train.lr: .* -> 0.0005.*\"run.from_scratch\": True.*"
+                             r"python -m rlcv_lib pretrain detection smoke"):
         pretrained.load_or_pretrain(RECIPE, _cfg(**{"train.lr": 5e-4}), None, path=path)
 
 
@@ -185,3 +187,4 @@ def test_the_shipped_cpu_checkpoints_match_the_cpu_preset(task_name):
     checkpoint.check_manifest(manifest, cfg, scenes.WORLD_VERSION,
                               sections=pretrained.mle_sections(task_name))
     assert manifest["task"] == task_name and manifest["steps"] > 0
+    assert config.hash_of(manifest["config"]) == manifest["config_hash"]  # fields to name

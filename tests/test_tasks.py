@@ -23,6 +23,9 @@ def test_every_task_declares_a_spec_whose_references_resolve(name):
         assert recipe.name == name and name in stage.sections
     if spec.tune is not None:
         assert callable(tasks.resolve(spec.tune))
+    if spec.check is not None:
+        for preset in ("smoke", "cpu", "gpu"):  # the presets that run on the scenes world
+            tasks.resolve(spec.check)(config.get_config(preset, task=name))
 
 
 def test_each_task_notebook_is_in_the_manifest_in_registry_order():

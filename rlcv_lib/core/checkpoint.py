@@ -33,6 +33,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 import rlcv_lib
+from rlcv_lib import config as config_lib
 from rlcv_lib.config import Config
 
 MANIFEST = "manifest.json"
@@ -263,6 +264,7 @@ def make_manifest(cfg: Config, world_version: Any, *, steps: int, train_seconds:
     the tuning-only fields (:func:`rlcv_lib.config.tuning_field`): they do not change the
     model MLE produces."""
     return {"config_hash": cfg.hash(sections=sections, mle_only=True),
+            "config": cfg.hashed(sections=sections, mle_only=True),
             "preset": cfg.preset,
             "sections": None if sections is None else list(sections),
             "world_version": world_version,
@@ -302,17 +304,32 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
 
 def check_manifest(manifest: Mapping[str, Any], cfg: Config, world_version: Any, *,
                    sections: tuple[str, ...] | None = None, where: str = "checkpoint") -> None:
-    """Raises :class:`ManifestMismatchError` unless config hash and world version match."""
-    want = {"config_hash": cfg.hash(sections=sections, mle_only=True),
-            "world_version": world_version}
-    bad = {k: (manifest.get(k), v) for k, v in want.items() if manifest.get(k) != v}
-    if bad:
-        diffs = "; ".join(f"{k}: checkpoint has {got!r}, current is {cur!r}"
-                          for k, (got, cur) in bad.items())
+    """Raises :class:`ManifestMismatchError` unless config hash and world version match. The
+    message names the config fields that differ (from the manifest's ``config``: what its hash
+    covers) and the ways out: a notebook's ``run.from_scratch`` override, or re-shipping."""
+    current = cfg.hashed(sections=sections, mle_only=True)
+    diffs = []
+    if manifest.get("config_hash") != config_lib.hash_of(current):
+        recorded = manifest.get("config")
+        if recorded is not None and config_lib.hash_of(recorded) == manifest.get("config_hash"):
+            fields = config_lib.differing_fields(recorded, current)
+            diffs.append("config fields (checkpoint -> this config): " + "; ".join(fields))
+        else:  # a manifest from before manifests recorded their config
+            diffs.append(f"config hash: checkpoint has {manifest.get('config_hash')!r}, this "
+                         f"config {config_lib.hash_of(current)!r}")
+    if manifest.get("world_version") != world_version:
+        diffs.append(f"world version: checkpoint has {manifest.get('world_version')!r}, the "
+                     f"code {world_version!r}")
+    if diffs:
+        task, preset = manifest.get("task", "TASK"), manifest.get("preset", "PRESET")
         raise ManifestMismatchError(
-            f"shipped {where} was made for another setup ({diffs}). It would not be the "
-            f"model this config describes, so it is refused. Regenerate it with "
-            f"`make pretrain` (or train from scratch with FROM_SCRATCH=1).")
+            f"shipped {where} was made for another setup ({'; '.join(diffs)}). It is not the "
+            f"model this config describes, so it is refused. To train this config by MLE in "
+            f"the run's workdir instead, add \"run.from_scratch\": True to a notebook's "
+            f"overrides (or FROM_SCRATCH=1 to `make reproduce`, which runs the presets "
+            f"unchanged); to replace the shipped model, `python -m rlcv_lib pretrain {task} "
+            f"{preset} key=value ...` then `python -m rlcv_lib ship {task} {preset} "
+            f"key=value ...`.")
 
 
 def load_shipped(path: str | os.PathLike, model: nnx.Module, cfg: Config, world_version: Any,

@@ -60,6 +60,11 @@ class TaskSpec:
     what the task's notebook and ``python -m rlcv_lib tune`` run."""
     notebook: str | None = None
     """The notebook that reproduces the task (a name in ``notebooks/manifest.toml``)."""
+    check: str | None = None
+    """``"module:function"``: ``fn(cfg)`` raises :class:`~rlcv_lib.config.ConfigError` naming
+    both fields when two fields of a config resolved for the task contradict each other (the
+    model's image size and the world's, slots and objects); what
+    :func:`rlcv_lib.config.check_consistent` runs."""
 
     def stage(self, name: str | None = None) -> Stage:
         """The stage called ``name`` (default: the last, the one that is tuned)."""

@@ -13,4 +13,5 @@ SPEC = TaskSpec(
                   ("model", "world", "train", "captioning")),),
     tune="rlcv_lib.tasks.captioning.tune:tune_and_evaluate",
     notebook="04_captioning",
+    check="rlcv_lib.config:require_same_image_size",
 )

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -88,6 +88,26 @@ def ngrams(ids: np.ndarray, lengths: np.ndarray, n: int = 4) -> tuple[np.ndarray
         sents.append(np.nonzero(valid)[0])
         keys.append(key[valid])
     return np.concatenate(sents), np.concatenate(keys)
+
+
+def reference_sets(references: Any, num_images: int | None = None) -> list[list[Any]]:
+    """``references`` [I][M_i] (lists, tuples or a [I,M] array; ragged allowed) as lists.
+    Raises ValueError naming the image whose set is one string (not a list of captions) or
+    empty, or when there are not ``num_images`` sets."""
+    if isinstance(references, (str, bytes)):
+        raise ValueError("references must hold one list of captions per image, got one string")
+    out = []
+    for i, refs in enumerate(references):
+        if isinstance(refs, (str, bytes)):
+            raise ValueError(f"references of image {i} are one string {refs!r}; give a list of "
+                             f"captions")
+        refs = list(refs.tolist() if isinstance(refs, np.ndarray) else refs)
+        if not refs:
+            raise ValueError(f"image {i} has no reference captions")
+        out.append(refs)
+    if num_images is not None and len(out) != num_images:
+        raise ValueError(f"{len(out)} reference sets for {num_images} images")
+    return out
 
 
 class Encoded(NamedTuple):
@@ -308,6 +328,7 @@ class CiderD:
         if cand_image.shape != (len(candidates),):
             raise ValueError(f"cand_image {cand_image.shape} for {len(candidates)} candidates")
         extra: dict[str, int] = {}
+        references = reference_sets(references)
         flat = [s for refs in references for s in refs]
         ref_image = np.repeat(np.arange(len(references)), [len(r) for r in references])
         return self.score_ids(encode(candidates, self.words, extra),

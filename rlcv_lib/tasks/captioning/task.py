@@ -298,10 +298,8 @@ class CaptioningTask:
             raise ValueError(f"samples must be [B,N,L], got shape {samples.shape}")
         b, n, _ = samples.shape
         if "captions" not in batch:
-            raise KeyError("the captioning reward needs batch['captions'] ([B][M] strings)")
-        references = np.asarray(batch["captions"]).tolist()
-        if len(references) != b:
-            raise ValueError(f"{len(references)} reference sets for {b} images")
+            raise KeyError("the captioning reward needs batch['captions'] ([B][M_i] strings)")
+        references = cider.reference_sets(batch["captions"], b)
         flat = [self._reference(str(c)) for r in references for c in r]
         ref_image = np.repeat(np.arange(b), [len(r) for r in references])
         cand = self.sample_words(samples)

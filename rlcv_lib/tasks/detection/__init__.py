@@ -13,4 +13,5 @@ SPEC = TaskSpec(
                   ("model", "world", "train", "detection")),),
     tune="rlcv_lib.tasks.detection.tune:tune_and_evaluate",
     notebook="03_detection",
+    check="rlcv_lib.tasks.detection.task:check_config",
 )

@@ -36,7 +36,7 @@ rule; only the final comparisons with the T thresholds carry a threshold axis.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -97,8 +97,10 @@ def threshold_weights(thresholds: Sequence[float], paper_compat: bool = False) -
 def pairwise_iou(a: np.ndarray, b: np.ndarray, eps: float = 0.0) -> np.ndarray:
     """IoU [..., S, M] of boxes ``a`` [..., S, 4] and ``b`` [..., M, 4] (ymin, xmin, ymax, xmax;
     leading axes broadcast). Areas are absolute values and intersections clipped at 0, so an
-    inverted or empty box has IoU 0 with everything. ``eps`` > 0 adds it to the denominator (the
-    released formula); ``eps=0`` is exact and a pair with empty union gets 0."""
+    inverted or empty box has IoU 0 with everything, and so has a box with a non-finite
+    coordinate (in both forms: a NaN would otherwise win every argmax of the matching).
+    ``eps`` > 0 adds it to the denominator (the released formula); ``eps=0`` is exact and a
+    pair with empty union gets 0."""
     a = np.asarray(a, np.float64)[..., :, None, :]
     b = np.asarray(b, np.float64)[..., None, :, :]
     ih = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
@@ -107,9 +109,38 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray, eps: float = 0.0) -> np.ndarray:
     area_a = np.abs((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]))
     area_b = np.abs((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
     union = area_a + area_b - inter
-    if eps:
-        return inter / (union + eps)
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf in a non-finite box: NaN, then 0 below
+        if eps:
+            iou = inter / (union + eps)
+        else:
+            iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.where(np.isfinite(iou), iou, 0.0)
+
+
+def stack_ground_truth(gt_boxes: Any, gt_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """float64 [B,M,4] boxes and int64 [B,M] labels (-1 padded) from arrays of those shapes or
+    from per-image lists of [M_i,4] boxes and [M_i] labels (ragged: padded to the largest M_i).
+    Raises ValueError naming the image whose boxes and labels do not fit together."""
+    if hasattr(gt_boxes, "shape") and hasattr(gt_labels, "shape"):  # NumPy or JAX arrays
+        return np.asarray(gt_boxes, np.float64), np.asarray(gt_labels, np.int64)
+    if len(gt_boxes) != len(gt_labels):
+        raise ValueError(f"{len(gt_boxes)} images of ground-truth boxes, {len(gt_labels)} of "
+                         f"labels")
+    boxes, labels = [], []
+    for i, (b, lab) in enumerate(zip(gt_boxes, gt_labels, strict=True)):
+        b, lab = np.asarray(b, np.float64), np.asarray(lab, np.int64)
+        if b.size == 0 and lab.size == 0:
+            b, lab = b.reshape(0, 4), lab.reshape(0)
+        if b.ndim != 2 or b.shape[1] != 4 or lab.shape != (len(b),):
+            raise ValueError(f"ground truth of image {i}: boxes {b.shape} and labels "
+                             f"{lab.shape} must be [M,4] and [M]")
+        boxes.append(b)
+        labels.append(lab)
+    m = max([len(b) for b in boxes], default=0)
+    out_b, out_l = np.zeros((len(boxes), m, 4)), np.full((len(boxes), m), -1, np.int64)
+    for i, (b, lab) in enumerate(zip(boxes, labels, strict=True)):
+        out_b[i, :len(b)], out_l[i, :len(b)] = b, lab
+    return out_b, out_l
 
 
 def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_present: np.ndarray,
@@ -123,7 +154,8 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
       pred_boxes: float [B,N,S,4] normalised (ymin, xmin, ymax, xmax) of the S slots.
       pred_labels: int [B,N,S] 0-based classes (any value where not present).
       pred_present: bool [B,N,S] slots that hold a box.
-      gt_boxes: float [B,M,4]; gt_labels: int [B,M], < 0 marks padding (no box).
+      gt_boxes: float [B,M,4]; gt_labels: int [B,M], < 0 marks padding (no box); or per-image
+        lists of [M_i,4] and [M_i] (:func:`stack_ground_truth`).
       weights: float [C] class weights (:func:`class_weights`).
       thresholds: IoU thresholds; ``correct_thr`` must be one of them.
       nms_w: weight of the duplicate penalty.
@@ -131,7 +163,7 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
       paper_compat: released threshold weighting and IoU epsilon.
     """
     pred_boxes = np.asarray(pred_boxes, np.float64)
-    gt_boxes = np.asarray(gt_boxes, np.float64)
+    gt_boxes, gt_labels = stack_ground_truth(gt_boxes, gt_labels)
     b, n, s = np.shape(pred_present)
     if pred_boxes.shape != (b, n, s, 4) or np.shape(pred_labels) != (b, n, s):
         raise ValueError(f"pred_boxes {pred_boxes.shape} / pred_labels {np.shape(pred_labels)} "

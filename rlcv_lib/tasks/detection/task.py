@@ -195,6 +195,18 @@ def class_counts(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     return np.bincount(flat, minlength=num_classes)
 
 
+def check_config(cfg: Any) -> None:
+    """Refuses a detection config whose fields contradict each other (ConfigError naming both):
+    the model's and the world's image sizes, and fewer slots than a scene holds things (the
+    MLE target would drop boxes the reward and the judge still count)."""
+    from rlcv_lib import config as config_lib
+
+    config_lib.require_same_image_size(cfg)
+    config_lib.require(cfg, cfg.detection.num_slots >= cfg.world.max_objects,
+                       "detection.num_slots", "world.max_objects",
+                       "every thing of a scene needs a slot of the MLE target")
+
+
 def scenes_class_counts(world_cfg: Any, split: str = "train", num_examples: int | None = 4096
                         ) -> np.ndarray:
     """Class counts [C] of a scenes split (its first ``num_examples`` scenes; None: all). The
@@ -353,7 +365,8 @@ class DetectionTask:
     def reward_details(self, samples: np.ndarray, batch: Mapping[str, Any]
                        ) -> tuple[reward_lib.DetectionReward, Slots]:
         """The full reward record of ``samples`` int [B,N,L] against ``batch["boxes"]``
-        [B,M,4] and ``batch["labels"]`` [B,M] (-1 padded), and the decoded slots.
+        [B,M,4] and ``batch["labels"]`` [B,M] (-1 padded; or per-image lists, padded here),
+        and the decoded slots.
 
         The ground truth is taken as given: every box counts, at full precision. (The released
         reward reads it from the ground-truth token sequence, i.e. quantised and cut to the
@@ -367,10 +380,10 @@ class DetectionTask:
                                f"{sorted(batch)}")
         slots = self.decode(samples)
         cfg = self.cfg
+        gt_boxes, gt_labels = reward_lib.stack_ground_truth(batch["boxes"], batch["labels"])
         res = reward_lib.detection_reward(
-            slots.boxes, slots.labels, slots.present, np.asarray(batch["boxes"]),
-            np.asarray(batch["labels"]), self.class_weights, cfg.thresholds, cfg.nms_w,
-            cfg.correct_thr, cfg.conf_target, cfg.paper_compat)
+            slots.boxes, slots.labels, slots.present, gt_boxes, gt_labels, self.class_weights,
+            cfg.thresholds, cfg.nms_w, cfg.correct_thr, cfg.conf_target, cfg.paper_compat)
         return res, slots
 
     def reward(self, samples: np.ndarray, batch: Mapping[str, Any], frozen: Any = None
@@ -379,7 +392,8 @@ class DetectionTask:
         for :meth:`aux_loss`) and scalar metrics ``boxes_per_sample``, ``recall50`` (matched
         fraction of the ground truth at IoU 0.5), ``duplicates50``."""
         res, slots = self.reward_details(samples, batch)
-        n_gt = max(int((np.asarray(batch["labels"]) >= 0).sum()) * res.reward.shape[1], 1)
+        _, gt_labels = reward_lib.stack_ground_truth(batch["boxes"], batch["labels"])
+        n_gt = max(int((gt_labels >= 0).sum()) * res.reward.shape[1], 1)
         aux = {"match_iou": res.match_iou.astype(np.float32),
                "boxes_per_sample": np.float32(slots.present.sum(-1).mean()),
                "recall50": np.float32(res.num_matches[..., 0].sum() / n_gt),
@@ -426,6 +440,7 @@ class DetectionTask:
             raise ValueError(f"{len(predictions)} predictions for {len(examples)} examples")
         if not examples:
             raise ValueError("evaluate needs at least one example")
+        check_predictions(predictions, examples)
         cats = [{"id": i + 1, "name": n, "supercategory": "thing", "isthing": 1}
                 for i, n in enumerate(self.class_names)]
         sizes = [tuple(int(v) for v in ex["image"].shape[:2]) for ex in examples]
@@ -494,6 +509,28 @@ class DetectionTask:
         ax.set_xticks([])
         ax.set_yticks([])
         return ax
+
+
+def check_predictions(predictions: Sequence[Mapping[str, np.ndarray]],
+                      examples: Sequence[Mapping[str, Any]]) -> None:
+    """Raises ValueError naming the image of the first prediction whose boxes, labels and
+    scores do not fit together or hold a non-finite value. (pycocotools does not check: a NaN
+    box compares as a match, so one NaN-height box on a ground truth scores mAP 1.)"""
+    for p, ex in zip(predictions, examples, strict=True):
+        where = f"prediction for image {ex.get('image_id', '?')}"
+        missing = [k for k in ("boxes", "labels", "scores") if k not in p]
+        if missing:
+            raise ValueError(f"{where} lacks {missing}")
+        boxes = np.asarray(p["boxes"], np.float64)
+        k = len(np.asarray(p["labels"]).reshape(-1))
+        if boxes.shape != (k, 4) or np.shape(p["scores"]) != (k,):
+            raise ValueError(f"{where}: boxes {boxes.shape}, labels ({k},) and scores "
+                             f"{np.shape(p['scores'])} must be [K,4], [K], [K]")
+        for name, v in (("boxes", boxes), ("scores", np.asarray(p["scores"], np.float64))):
+            bad = ~np.isfinite(v)
+            if bad.any():
+                raise ValueError(f"{where}: {name} hold non-finite values at box(es) "
+                                 f"{np.unique(np.nonzero(bad)[0]).tolist()}")
 
 
 def _ground_truth_json(examples: Sequence[Mapping[str, Any]], cats: list[dict],
