@@ -135,3 +135,19 @@ def test_without_java_leaves_the_task_alone(pre):
     nj = cm.without_java(task)
     assert nj.cfg.java_metrics is False and task.cfg.java_metrics is True
     assert nj.vocab is task.vocab and nj.scorer is task.scorer
+
+
+def test_caption_statistics_counts_templates_words_and_shape_classes():
+    stats = cm.caption_statistics(["one white triangle and one white triangle",
+                                   "a hollow square and two discs", "A red block.",
+                                   "one white triangle and one white triangle", ""])
+    assert stats["captions"] == 5 and stats["distinct captions"] == 4
+    assert stats["distinct words"] == 11  # normalised: "A red block." -> a red block
+    assert stats["shape nouns"] == 7  # "hollow square" is one frame, not a square
+    assert stats["shape: triangle"] == pytest.approx(4 / 7)
+    for shape in ("frame", "circle", "square"):
+        assert stats[f"shape: {shape}"] == pytest.approx(1 / 7)
+    assert "shape: star" not in stats
+    assert cm.caption_statistics(["trianglesquare triangles"])["shape: triangle"] == 1.0
+    empty = cm.caption_statistics([])
+    assert empty["captions"] == empty["shape nouns"] == 0

@@ -377,7 +377,16 @@ def test_draw(task, examples):
     fig, ax = plt.subplots()
     task.draw(ex, task.detokenize(task.tokenize(ex)), ax=ax)
     assert len(ax.patches) == 2 * len(ex["labels"])
-    plt.close(fig)
+    k = len(ex["labels"])
+    assert ax.get_title() == f"{k} predicted / {k} true"
+    scores = np.linspace(0.1, 0.9, k)  # the title counts every box, drawn or not
+    _, ax = plt.subplots()
+    task.draw(ex, {"boxes": ex["boxes"], "labels": ex["labels"], "scores": scores}, ax=ax,
+              min_score=0.5)
+    drawn = int((scores >= 0.5).sum())
+    assert ax.get_title() == f"{k} predicted ({drawn} drawn) / {k} true"
+    assert len(ax.patches) == k + drawn
+    plt.close("all")
 
 
 # --- the shared core runs the task ---------------------------------------------------------------

@@ -31,10 +31,13 @@ paper's MLE models had (docs/design.md §3.4: a 4-class world of flat shapes sat
 more ``thing_classes`` (pairs that differ in detail: circle/ring, square/frame), a wider
 ``size_range`` towards small objects, more ``max_objects`` (crowding, occlusion),
 ``texture_strength`` and ``noise_std`` (clutter), ``muted_prob`` (dull colours), no
-``outline``. The cpu preset keeps what makes localization learnable on a 2-core CPU: 64×64
-images, six classes, a dark one-pixel rim that separates each thing from the textured stuff,
-sizes of 3-26 px with about 17% small things, and 0..12 things per image (about 31% of
-the images with 8 or more; hidden things are not annotated).
+``outline``. The cpu preset (:data:`WORLD_PRESETS` ``"cpu"``) is deliberately easy, so that a
+small model learns to look within a CPU-hour of MLE: 64×64 images, three shapes (circle,
+square, triangle) with a dark one-pixel rim, one to four things per image whose extent is
+0.15–0.45 of the image side (almost none small), no muted colours. Crowding, small things,
+muted colours and more classes are the ``gpu`` and ``paper`` presets' (and
+:data:`CROWDED_64`'s, a 64×64 world of six classes and 0..12 things that left a cpu model
+blind). Hidden things are not annotated in any preset.
 """
 
 from __future__ import annotations

@@ -16,12 +16,17 @@
   captions under exactly the same conditions (four references, the same five df tables), so
   the two numbers compare directly (the ordinary five-reference CIDEr-D is not comparable:
   more references, other df).
+* **Template collapse** (:func:`caption_statistics`): how many distinct captions and words a
+  set of captions uses, and which shape classes its shape nouns name (synonyms mapped to their
+  class): a reward-tuned captioner can win CIDEr-D by writing one template and the shape noun
+  without a synonym.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +34,7 @@ import jax
 import numpy as np
 
 from rlcv_lib.core import evaluate as ev
+from rlcv_lib.data import captions as captions_lib
 from rlcv_lib.data import stats as stats_lib
 from rlcv_lib.tasks.captioning import task as cap
 
@@ -135,3 +141,32 @@ def leave_one_out_cider(predictions: Sequence[str], split: ev.Split) -> float:
     return float(np.mean([
         Cider().compute_score({i: [c for j, c in enumerate(r) if j != k]
                                for i, r in enumerate(refs)}, res)[0] for k in range(m)]))
+
+
+def _shape_patterns() -> list[tuple[str, re.Pattern]]:
+    """(shape class, whole-phrase pattern) for every singular and plural synonym, longest
+    phrase first (so "hollow square" is a frame, not a square)."""
+    forms = [(shape, form) for shape, synonyms in captions_lib.SHAPE_NOUNS.items()
+             for pair in synonyms for form in pair]
+    forms.sort(key=lambda sf: -len(sf[1].split()))
+    return [(shape, re.compile(rf"(?<!\S){re.escape(form)}(?!\S)")) for shape, form in forms]
+
+
+def caption_statistics(captions: Sequence[str]) -> dict[str, float]:
+    """Template collapse of ``captions``: ``captions``, ``distinct captions`` and ``distinct
+    words`` (after :func:`rlcv_lib.tasks.captioning.task.normalize`), ``shape nouns`` (how many
+    name a shape, synonyms included) and ``shape: <class>``, the share of them naming each
+    shape class of :data:`rlcv_lib.data.captions.SHAPE_NOUNS` that occurs."""
+    texts = [" ".join(cap.normalize(c)) for c in captions]
+    counts = dict.fromkeys(captions_lib.SHAPE_NOUNS, 0)
+    patterns = _shape_patterns()
+    for text in texts:
+        for shape, pattern in patterns:
+            text, n = pattern.subn(" | ", text)
+            counts[shape] += n
+    total = sum(counts.values())
+    out = {"captions": float(len(texts)), "distinct captions": float(len(set(texts))),
+           "distinct words": float(len({w for t in texts for w in t.split()})),
+           "shape nouns": float(total)}
+    out.update({f"shape: {k}": v / total for k, v in counts.items() if v})
+    return out

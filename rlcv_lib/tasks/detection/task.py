@@ -474,9 +474,11 @@ class DetectionTask:
         return out
 
     def draw(self, example: Mapping[str, Any], prediction: Mapping[str, np.ndarray] | None = None,
-             ax=None, min_score: float = 0.0):
-        """The image, ground-truth boxes (dashed white) and predicted boxes coloured by
-        class with their class name and score."""
+             ax=None, min_score: float = 0.0, fontsize: float = 7.0):
+        """The image, ground-truth boxes (dashed white) and predicted boxes coloured by class,
+        each labelled with its class's initial and score. Boxes scoring below ``min_score``
+        are not drawn; the title counts what the metrics count (every predicted box) and, when
+        some are hidden, how many are drawn."""
         import matplotlib.pyplot as plt
         from matplotlib.patches import Rectangle
 
@@ -492,20 +494,22 @@ class DetectionTask:
 
         for box in np.asarray(example.get("boxes", np.zeros((0, 4)))).reshape(-1, 4):
             rect(box, ec="white", lw=0.8, ls="--")
-        n_shown = 0
+        n_pred = n_drawn = 0
         if prediction is not None:
             cmap = plt.get_cmap("tab10")
             for box, lab, sc in zip(prediction["boxes"], prediction["labels"],
                                     prediction["scores"], strict=True):
+                n_pred += 1
                 if sc < min_score:
                     continue
-                n_shown += 1
+                n_drawn += 1
                 x0, y0 = rect(box, ec=cmap(int(lab) % 10), lw=1.2)
-                ax.text(x0 - 0.5, y0 - 0.8, f"{self.class_names[int(lab)]} {sc:.2f}",
-                        fontsize=5.5, color="white", va="bottom",
+                ax.text(x0 - 0.5, y0 - 0.8, f"{self.class_names[int(lab)][:2]} {sc:.2f}",
+                        fontsize=fontsize, color="white", va="bottom",
                         bbox={"fc": cmap(int(lab) % 10), "alpha": 0.7, "pad": 0.4, "lw": 0})
         n_gt = len(np.asarray(example.get("labels", [])))
-        ax.set_title(f"{n_shown} predicted / {n_gt} true", fontsize=8)
+        shown = f" ({n_drawn} drawn)" if n_drawn < n_pred else ""
+        ax.set_title(f"{n_pred} predicted{shown} / {n_gt} true", fontsize=fontsize + 1)
         ax.set_xticks([])
         ax.set_yticks([])
         return ax
