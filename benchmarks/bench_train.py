@@ -96,17 +96,27 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-# (slots, B, N): the base cell, then L, B and N doubled one at a time
-GRID = [(9, 4, 4), (18, 4, 4), (9, 8, 4), (9, 4, 8)]
 QUICK_GRID = [(3, 2, 2), (6, 2, 2)]
-MLE_GRID = [(9, 16), (18, 16), (9, 32)]  # (slots, B)
 QUICK_MLE_GRID = [(3, 4)]
+
+
+def grids() -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """(slots, B, N) cells of the RL step: the cpu preset's detection tuning cell (its slots,
+    ``tune.batch_size`` and ``rl.num_samples``), then L, B and N doubled one at a time; and
+    (slots, B) cells of the MLE step: its slots and ``train.batch_size``, then each doubled."""
+    from rlcv_lib.config import get_config
+
+    cfg = get_config("cpu", task="detection")
+    s, b, n = cfg.detection.num_slots, cfg.tune.batch_size, cfg.rl.num_samples
+    mle_b = cfg.train.batch_size
+    return ([(s, b, n), (2 * s, b, n), (s, 2 * b, n), (s, b, 2 * n)],
+            [(s, mle_b), (2 * s, mle_b), (s, 2 * mle_b)])
 
 
 def breakdown(args) -> tuple[Suite, dict]:
     """MLE examples/s and the RL step's parts over the grid (see the module docstring)."""
     world = "smoke" if args.quick else "cpu"
-    grid, mle_grid = (QUICK_GRID, QUICK_MLE_GRID) if args.quick else (GRID, MLE_GRID)
+    grid, mle_grid = (QUICK_GRID, QUICK_MLE_GRID) if args.quick else grids()
     suite = Suite("train_breakdown", f"MLE examples/s and the reward-tuning step's parts "
                                      f"({args.model} model, {world} detection task, scenes)")
     benches = {}

@@ -50,7 +50,7 @@ def test_sampler_rows_get_ratios_and_the_design_targets():
 
     rows = [_cell(True, 60, 16, 6000.0), _cell(False, 60, 16, 600.0),
             _cell(True, 108, 16, 4000.0), _cell(False, 108, 16, 1000.0),
-            _cell(True, 108, 256, 12000.0),
+            _cell(True, 108, 256, 12000.0), _cell(True, 36, 256, 12000.0),
             dict(cache=False, L=600, seqs=4, unroll=1, timeout=150.0)]
     suite = Suite("sampler", "t")
     bench_sampler.record_cells(suite, rows, Args)
@@ -59,8 +59,9 @@ def test_sampler_rows_get_ratios_and_the_design_targets():
     assert short.ratio == pytest.approx(10.0) and short.target is None  # < 100 tokens
     long = by["KV cache L=108 seqs=16"]
     assert long.ratio == pytest.approx(4.0) and long.met is False  # >= 5x at 100+ tokens
-    big = by["KV cache L=108 seqs=256"]
+    big = by["KV cache L=36 seqs=256"]  # the cpu detection sequence
     assert big.ratio is None and big.met is True  # >= 10k tokens/s
+    assert by["KV cache L=108 seqs=256"].target is None
     assert by["recompute L=60 seqs=16"].ratio is None
     assert any("over the 150 s limit" in n for n in suite.notes)
 
