@@ -179,7 +179,9 @@ def time_rl(bench: DetectionBench, b: int, n: int, repeats: int) -> dict:
     rl_cfg = RLConfig(num_samples=n)
     spec = steps.rl_spec(task, rl_cfg)
     rl_step = steps.make_rl_step(task, rl_cfg)
+    rl_step_device = steps.make_rl_step(task, dataclasses.replace(rl_cfg, device_reward=True))
     sample = steps.make_sample_fn(task, rl_cfg)
+    device_reward = jax.jit(task.device_reward)
 
     @nnx.jit
     def grad_step(model, opt, images, tokens, rewards, aux):
@@ -192,10 +194,13 @@ def time_rl(bench: DetectionBench, b: int, n: int, repeats: int) -> dict:
 
     batch = bench.batch(b)
     images = jnp.asarray(batch["image"])
-    parts = {"step": [], "sampling": [], "reward": [], "gradient step": []}
+    gt = {k: jnp.asarray(batch[k]) for k in task.device_reward_keys}
+    parts = {"step": [], "sampling": [], "reward": [], "gradient step": [],
+             "step, device reward": [], "device reward": []}
     t0 = time.perf_counter()
     jax.block_until_ready(rl_step(model, opt, batch, jax.random.key(0)))
     first = time.perf_counter() - t0
+    jax.block_until_ready(rl_step_device(model, opt, batch, jax.random.key(0)))  # compiles
     for r in range(repeats + 1):  # the first round compiles grad_step: dropped
         key = jax.random.key(r + 1)
         t0 = time.perf_counter()
@@ -203,14 +208,20 @@ def time_rl(bench: DetectionBench, b: int, n: int, repeats: int) -> dict:
         t1 = time.perf_counter()
         tokens = np.asarray(sample(model, images, key).tokens)
         t2 = time.perf_counter()
-        rewards, aux = task.reward(tokens, batch, task.state)
+        rewards, aux = task.reward(tokens, batch, task.frozen)
         t3 = time.perf_counter()
         arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
         jax.block_until_ready(grad_step(model, opt, images, jnp.asarray(tokens),
                                         jnp.asarray(rewards, jnp.float32), arrays))
         t4 = time.perf_counter()
+        jax.block_until_ready(rl_step_device(model, opt, batch, key))
+        t5 = time.perf_counter()
+        dev_tokens = jnp.asarray(tokens)
+        jax.block_until_ready(device_reward(dev_tokens, gt))
+        t6 = time.perf_counter()
         if r:
-            for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            for k, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5),
+                             strict=True):
                 parts[k].append(dt)
     out = {k: statistics.median(v) for k, v in parts.items()}
     out["other"] = out["step"] - out["sampling"] - out["reward"] - out["gradient step"]
@@ -227,6 +238,12 @@ def record_rl(suite: Suite, label: str, r: dict) -> None:
     for part in ("sampling", "reward", "gradient step", "other"):
         suite.add(f"  {part} {label}", r[part] / r["step"], "fraction of step",
                   note=f"{r[part]:.3f} s")
+    if "step, device reward" in r:
+        suite.add(f"RL step {label}, reward on the device", r["step, device reward"], "s/step",
+                  reference="RL step, host reward", ratio=r["step"] / r["step, device reward"],
+                  note=f"rl.device_reward=True; the jitted reward alone "
+                       f"{r['device reward']:.4f} s ({r['device reward'] / r['step']:.1%} of "
+                       f"the host-reward step); ratio > 1: faster")
 
 
 # ---------------------------------------------------------------------------------------------

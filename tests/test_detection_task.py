@@ -1,5 +1,7 @@
 """The detection task: tokens, grammar, decoding, scores, policy mask, confidence loss, metric."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -438,6 +440,80 @@ def test_core_steps_run_on_the_detection_task():
     metrics = steps.make_rl_step(task, rl_cfg)(model, opt, batch, key)
     assert float(metrics["aux_loss"]) == pytest.approx(float(expected), rel=1e-4)
     assert np.isfinite(float(metrics["loss"])) and "recall50" in metrics
+
+
+@pytest.mark.parametrize("paper_compat,conf_target", [(False, "iou"), (True, "iou"),
+                                                      (False, "matched")])
+def test_device_reward_equals_the_numpy_reward(task, examples, paper_compat, conf_target):
+    """The jitted jax.numpy reward against its oracle, the NumPy reward: grammar walks near the
+    truth (matches, duplicates, misses) and arbitrary tokens (malformed slots), in float32."""
+    import dataclasses
+
+    t = DetectionTask(dataclasses.replace(task.cfg, paper_compat=paper_compat,
+                                          conf_target=conf_target),
+                      task.class_names, np.arange(1, task.num_classes + 1))
+    rng = np.random.default_rng(7)
+    b, n = 6, 5
+    truth = np.stack([t.tokenize(ex, np.random.default_rng(i))
+                      for i, ex in enumerate(examples[:b])])  # [B,L]
+    walk = grammar_walk(t, rng, b * n).reshape(b, n, -1)
+    mixed = np.where(rng.random(walk.shape) < 0.3, walk, truth[:, None])  # near the truth
+    arbitrary = rng.integers(0, t.vocab_size, walk.shape)
+    m = max(len(ex["labels"]) for ex in examples[:b])
+    batch = {"boxes": np.zeros((b, m, 4), np.float32), "labels": np.full((b, m), -1)}
+    for i, ex in enumerate(examples[:b]):
+        batch["boxes"][i, :len(ex["labels"])] = ex["boxes"]
+        batch["labels"][i, :len(ex["labels"])] = ex["labels"]
+    fn = jax.jit(t.device_reward)
+    for samples in (mixed, arbitrary, truth[:, None].repeat(n, 1)):
+        want, want_aux = t.reward(samples, batch)
+        got, got_aux = fn(jnp.asarray(samples, jnp.int32), batch)
+        assert got.dtype == jnp.float32 and got.shape == (b, n)
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-5)
+        for k, v in want_aux.items():
+            np.testing.assert_allclose(np.asarray(got_aux[k]), v, atol=1e-5, err_msg=k)
+    assert want.min() > 0  # the truth itself matches
+
+
+def test_the_rl_step_with_the_reward_on_the_device_makes_the_same_update():
+    import optax
+    from flax import nnx
+
+    from rlcv_lib.core import steps
+    from rlcv_lib.core.reinforce import RLConfig
+    from rlcv_lib.models import MODEL_SIZES, build_model
+
+    world = scenes.WORLD_PRESETS["smoke"]
+    task = DetectionTask.for_world(DETECTION_PRESETS["smoke"], world,
+                                   scenes_class_counts(world, num_examples=64))
+    exs = [scenes.example(world, "train", i) for i in range(4)]
+    m = max(len(e["labels"]) for e in exs)
+    batch = {"image": np.stack([e["image"] for e in exs]).astype(np.float32) / 255,
+             "boxes": np.stack([np.pad(e["boxes"], ((0, m - len(e["boxes"])), (0, 0)))
+                                for e in exs]),
+             "labels": np.stack([np.pad(e["labels"], (0, m - len(e["labels"])),
+                                        constant_values=-1) for e in exs])}
+    cfg = dataclasses.replace(MODEL_SIZES["tiny"], image_size=world.image_size)
+    runs = {}
+    for device in (False, True):
+        model = build_model(cfg, task, seed=0)
+        opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+        step = steps.make_rl_step(task, RLConfig(num_samples=3, baseline="greedy",
+                                                 device_reward=device))
+        metrics = [step(model, opt, batch, jax.random.key(i)) for i in range(2)]
+        runs[device] = (metrics, nnx.state(model, nnx.Param))
+    for host, dev in zip(runs[False][0], runs[True][0], strict=True):
+        assert set(host) == set(dev)
+        for k in host:
+            np.testing.assert_allclose(float(dev[k]), float(host[k]), rtol=1e-4, atol=1e-5,
+                                       err_msg=k)
+    for a, b in zip(jax.tree.leaves(runs[False][1]), jax.tree.leaves(runs[True][1]),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    with pytest.raises(ValueError, match="has no device_reward"):
+        from rlcv_lib.tasks.toy.task import SortTask
+
+        steps.make_rl_step(SortTask(), RLConfig(device_reward=True))
 
 
 def test_raster_order_sorts_by_ymin_then_xmin_and_ignores_the_rng(examples):

@@ -56,6 +56,10 @@ class RLConfig:
     """Explicit opt-in to temperature ≠ 1 or truncation during tuning (docs/design.md §8.1)."""
     unroll: int = 1
     """``scan`` unroll of the sampler loop (a speed knob, see benchmarks/bench_sampler.py)."""
+    device_reward: bool = False
+    """Compute the reward in JAX on the device, jitted, from the sampled tokens without a host
+    round trip (the task's ``device_reward``, e.g. detection's); off: the task's NumPy
+    ``reward`` on the host, its test oracle."""
 
     def validate(self) -> None:
         """Raises ValueError naming the bad field."""

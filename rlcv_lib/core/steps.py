@@ -202,19 +202,24 @@ def rl_loss(model, images, tokens, adv, weights, aux, spec, task, rl_cfg):
 def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = None):
     """``step(model, optimizer, batch, rng) -> metrics`` for REINFORCE.
 
-    Jitted sampling (N per image, image encoded once) -> host reward ``task.reward`` ->
+    Jitted sampling (N per image, image encoded once) -> the reward (the task's NumPy ``reward``
+    on the host, or with ``rl_cfg.device_reward`` its jitted ``device_reward`` on the device) ->
     jitted advantages, loss and update. With ``rl_cfg.kl_coef > 0`` the KL penalty is to
     ``ref_model`` (pass the initial model when resuming), by default a copy of the model taken
     at the first call. Metrics: ``loss`` (REINFORCE + weighted aux), ``pg_loss``, ``aux_loss``,
     ``reward_mean``, ``reward_std`` (over all B·N samples), ``reward_std_within`` (mean over
     images of the std of its N rewards: what a leave-one-out baseline can use), ``adv_mean``,
     ``adv_std`` (over the samples that carry gradient), ``entropy`` (nats per valid token),
-    ``sample_len``, ``grad_norm``, the reward's scalar auxiliaries, and ``kl_sample`` with a
-    KL penalty."""
+    ``sample_len``, ``grad_norm``, the reward's scalar auxiliaries, and ``kl_sample`` with a KL
+    penalty."""
     base.check_task(task)
     rl_cfg.validate()
+    if rl_cfg.device_reward and not hasattr(task, "device_reward"):
+        raise ValueError(f"rl.device_reward=True, but task {task.name!r} has no device_reward "
+                         f"(a jax.numpy form of its reward); set rl.device_reward=False")
     spec = rl_spec(task, rl_cfg)
     ref: dict[str, Any] = {} if ref_model is None else {"model": ref_model}
+    reward = _device_reward(task) if rl_cfg.device_reward else _host_reward(task)
 
     def update_in_place(model, optimizer, images, tokens, lengths, rewards, greedy_rewards, aux,
                         sample_logp, ref_logp):
@@ -255,29 +260,20 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
         def pure_step(state, batch, rng):
             (images,) = _batch_arrays(batch, "image")
             out = sample(state, images, rng)
-            tokens = np.asarray(out.tokens)
-            rewards, aux = task.reward(tokens, batch, task.frozen)
-            rewards = np.asarray(rewards, np.float32)
-            if rewards.shape != tokens.shape[:2]:
-                raise ValueError(f"{task.name}.reward returned shape {rewards.shape}, expected "
-                                 f"{tokens.shape[:2]} (B, N)")
-            scalars = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) == 0}
-            arrays = {k: jnp.asarray(v) for k, v in aux.items() if np.ndim(v) > 0}
+            rewards, aux = reward(out.tokens, batch)
+            scalars = {k: v for k, v in aux.items() if np.ndim(v) == 0}
+            arrays = {k: v for k, v in aux.items() if np.ndim(v) > 0}
             greedy_r = None
             if rl_cfg.baseline == "greedy":
-                g = np.asarray(greedy(state, images).tokens)
-                greedy_r = jnp.asarray(task.reward(g, batch, task.frozen)[0], jnp.float32)[:, 0]
+                greedy_r = reward(greedy(state, images).tokens, batch)[0][:, 0]
             ref_logp = None
             if rl_cfg.kl_coef:  # the reference model's state is an argument, never donated
                 ref_structure, ref_state = ref["split"]
                 ref_logp = ref_leaves(ref_structure)(ref_state, images, out.tokens)
-            state, metrics = update(state, images, out.tokens, out.lengths,
-                                    jnp.asarray(rewards), greedy_r, arrays, out.logprobs,
-                                    ref_logp)
-            metrics.update(reward_mean=jnp.asarray(rewards.mean()),
-                           reward_std=jnp.asarray(rewards.std()),
-                           reward_std_within=jnp.asarray(rewards.std(axis=1).mean()),
-                           **scalars)
+            state, metrics = update(state, images, out.tokens, out.lengths, rewards, greedy_r,
+                                    arrays, out.logprobs, ref_logp)
+            metrics.update(reward_mean=rewards.mean(), reward_std=rewards.std(),
+                           reward_std_within=rewards.std(axis=1).mean(), **scalars)
             if rl_cfg.kl_coef:
                 valid = np.asarray(sampling.valid_mask(out.tokens, spec.eos_id))
                 kl = np.sum((np.asarray(out.logprobs) - np.asarray(ref_logp)) * valid,
@@ -304,6 +300,43 @@ def make_rl_step(task: Any, rl_cfg: RLConfig, *, ref_model: nnx.Module | None = 
     step.functional = functional
     step.update = updates[False]  # structure -> the jitted update alone (abstract tracing)
     return step
+
+
+def _checked_rewards(task: Any, rewards: Any, tokens: Any) -> None:
+    if rewards.shape != tokens.shape[:2]:
+        raise ValueError(f"{task.name}'s reward returned shape {rewards.shape}, expected "
+                         f"{tokens.shape[:2]} (B, N)")
+
+
+def _host_reward(task: Any):
+    """``reward(tokens, batch) -> (rewards [B,N], aux)`` on the device: the task's NumPy
+    ``reward`` on the host (tokens fetched, rewards and auxiliaries put back)."""
+
+    def reward(tokens, batch):
+        tokens = np.asarray(tokens)
+        rewards, aux = task.reward(tokens, batch, task.frozen)
+        rewards = jnp.asarray(np.asarray(rewards, np.float32))
+        _checked_rewards(task, rewards, tokens)
+        return rewards, {k: jnp.asarray(v) for k, v in aux.items()}
+
+    return reward
+
+
+def _device_reward(task: Any):
+    """The same with the task's ``device_reward`` jitted: tokens stay on the device."""
+    fn = jax.jit(task.device_reward)
+    keys = tuple(getattr(task, "device_reward_keys", ()))
+
+    def reward(tokens, batch):
+        missing = [k for k in keys if k not in batch]
+        if missing:
+            raise KeyError(f"{task.name}'s device_reward needs batch{missing}; batch has "
+                           f"{sorted(batch)}")
+        rewards, aux = fn(tokens, {k: jnp.asarray(batch[k]) for k in keys}, task.frozen)
+        _checked_rewards(task, rewards, tokens)
+        return rewards.astype(jnp.float32), aux
+
+    return reward
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,27 +94,29 @@ def threshold_weights(thresholds: Sequence[float], paper_compat: bool = False) -
     return np.bincount(reads, minlength=n) / n
 
 
-def pairwise_iou(a: np.ndarray, b: np.ndarray, eps: float = 0.0) -> np.ndarray:
+def pairwise_iou(a: Any, b: Any, eps: float = 0.0, xp: Any = np) -> Any:
     """IoU [..., S, M] of boxes ``a`` [..., S, 4] and ``b`` [..., M, 4] (ymin, xmin, ymax, xmax;
     leading axes broadcast). Areas are absolute values and intersections clipped at 0, so an
     inverted or empty box has IoU 0 with everything, and so has a box with a non-finite
     coordinate (in both forms: a NaN would otherwise win every argmax of the matching).
     ``eps`` > 0 adds it to the denominator (the released formula); ``eps=0`` is exact and a
-    pair with empty union gets 0."""
-    a = np.asarray(a, np.float64)[..., :, None, :]
-    b = np.asarray(b, np.float64)[..., None, :, :]
-    ih = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    iw = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    pair with empty union gets 0. ``xp``: the array module (``numpy``, float64; or
+    ``jax.numpy``, in the inputs' floating dtype, traceable)."""
+    if xp is np:
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    a, b = a[..., :, None, :], b[..., None, :, :]
+    ih = xp.clip(xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0]), 0, None)
+    iw = xp.clip(xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1]), 0, None)
     inter = ih * iw
-    area_a = np.abs((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]))
-    area_b = np.abs((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
+    area_a = xp.abs((a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]))
+    area_b = xp.abs((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
     union = area_a + area_b - inter
     with np.errstate(invalid="ignore"):  # inf - inf in a non-finite box: NaN, then 0 below
         if eps:
             iou = inter / (union + eps)
         else:
-            iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-    return np.where(np.isfinite(iou), iou, 0.0)
+            iou = xp.where(union > 0, inter / xp.where(union > 0, union, 1.0), 0.0)
+    return xp.where(xp.isfinite(iou), iou, 0.0)
 
 
 def stack_ground_truth(gt_boxes: Any, gt_labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -182,8 +184,6 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
     c = len(weights)
     if gt_boxes.shape[1] == 0:  # no ground truth anywhere in the batch: one absent box
         gt_boxes, gt_labels = np.zeros((b, 1, 4)), np.full((b, 1), -1)
-    m = gt_boxes.shape[1]
-
     gt_labels = np.asarray(gt_labels)
     gt_present = gt_labels >= 0  # [B,M]
     if (gt_labels[gt_present] >= c).any():
@@ -193,35 +193,80 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
     p_lab = np.where(pred_present, np.asarray(pred_labels), 0).clip(0, c - 1)  # [B,N,S]
     g_lab = np.where(gt_present, gt_labels, 0)  # [B,M]
 
+    return _reward_core(np, pred_boxes, p_lab, pred_present, gt_boxes, g_lab, gt_present,
+                        weights, thr, nms_w, float(thr[hits[0]]), conf_target, paper_compat)
+
+
+def detection_reward_jax(pred_boxes: Any, pred_labels: Any, pred_present: Any, gt_boxes: Any,
+                         gt_labels: Any, weights: Any, thresholds: Sequence[float] = THRESHOLDS,
+                         nms_w: float = 0.3, correct_thr: float = 0.5, conf_target: str = "iou",
+                         paper_compat: bool = False) -> DetectionReward:
+    """:func:`detection_reward` in ``jax.numpy``, for a jitted step: the same arguments as
+    padded arrays (ground truth [B,M,4] / [B,M] with -1 padding), traceable (only the shapes
+    and the static settings are checked), in the boxes' floating dtype (float32 unless x64 is
+    on). The NumPy form (float64) is its test oracle; they agree but where an IoU lies within
+    float32 rounding of a threshold."""
+    import jax.numpy as jnp
+
+    b, n, s = pred_present.shape
+    if pred_boxes.shape != (b, n, s, 4) or pred_labels.shape != (b, n, s):
+        raise ValueError(f"pred_boxes {pred_boxes.shape} / pred_labels {pred_labels.shape} do "
+                         f"not fit pred_present {(b, n, s)}")
+    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != b or gt_labels.shape != gt_boxes.shape[:2]:
+        raise ValueError(f"gt_boxes {gt_boxes.shape} / gt_labels {gt_labels.shape} must be "
+                         f"[B={b},M,4] / [B,M]")
+    if conf_target not in ("iou", "matched"):
+        raise ValueError(f"conf_target={conf_target!r}: choose 'iou' or 'matched'")
+    thr = np.asarray([float(t) for t in thresholds])
+    if float(correct_thr) not in thr:
+        raise ValueError(f"correct_thr={correct_thr} is not one of the thresholds {thr.tolist()}")
+    c = weights.shape[0]
+    if gt_boxes.shape[1] == 0:  # no ground truth anywhere in the batch: one absent box
+        gt_boxes, gt_labels = jnp.zeros((b, 1, 4), pred_boxes.dtype), jnp.full((b, 1), -1)
+    gt_present = gt_labels >= 0
+    p_lab = jnp.clip(jnp.where(pred_present, pred_labels, 0), 0, c - 1)
+    g_lab = jnp.clip(jnp.where(gt_present, gt_labels, 0), 0, c - 1)
+    return _reward_core(jnp, pred_boxes, p_lab, pred_present, gt_boxes.astype(pred_boxes.dtype),
+                        g_lab, gt_present, weights, thr, nms_w, float(correct_thr), conf_target,
+                        paper_compat)
+
+
+def _reward_core(xp: Any, pred_boxes, p_lab, pred_present, gt_boxes, g_lab, gt_present, weights,
+                 thr, nms_w: float, correct_thr: float, conf_target: str,
+                 paper_compat: bool) -> DetectionReward:
+    """The reward of :func:`detection_reward` on checked, padded arrays, in array module
+    ``xp`` (NumPy, or ``jax.numpy`` inside a jitted step: the same code, the same steps)."""
+    m, s = gt_boxes.shape[1], pred_present.shape[-1]
+    weights = xp.asarray(weights)
     eps = RELEASED_IOU_EPS if paper_compat else 0.0
-    iou = pairwise_iou(pred_boxes, gt_boxes[:, None], eps)  # [B,N,S,M]
+    iou = pairwise_iou(pred_boxes, gt_boxes[:, None], eps, xp)  # [B,N,S,M]
     ok = (pred_present[..., :, None] & gt_present[:, None, None, :]
           & (p_lab[..., :, None] == g_lab[:, None, None, :]))  # [B,N,S,M]
 
     # Candidates at threshold t are the ok pairs with IoU > t. So a prediction's best candidate
     # at any t is its best ok pair overall, if that pair clears t (ties: the same first index),
     # and a ground truth's best kept prediction likewise: one argmax each serves every threshold.
-    iou_ok = np.where(ok, iou, 0.0)  # [B,N,S,M]
+    iou_ok = xp.where(ok, iou, 0.0)  # [B,N,S,M]
     g_best = iou_ok.argmax(-1)  # [B,N,S] the ground truth each prediction keeps
-    v = np.take_along_axis(iou_ok, g_best[..., None], -1)[..., 0]  # [B,N,S] its IoU
-    kept = np.where(np.arange(m) == g_best[..., None], iou_ok, 0.0)  # [B,N,S,M]
+    v = xp.take_along_axis(iou_ok, g_best[..., None], -1)[..., 0]  # [B,N,S] its IoU
+    kept = xp.where(xp.arange(m) == g_best[..., None], iou_ok, 0.0)  # [B,N,S,M]
     p_best = kept.argmax(-2)  # [B,N,M] the prediction each ground truth takes
-    u = np.take_along_axis(kept, p_best[..., None, :], -2)[..., 0, :]  # [B,N,M] its IoU
-    taken = np.take_along_axis(p_best, g_best, -1) == np.arange(s)  # [B,N,S]
+    u = xp.take_along_axis(kept, p_best[..., None, :], -2)[..., 0, :]  # [B,N,M] its IoU
+    taken = xp.take_along_axis(p_best, g_best, -1) == xp.arange(s)  # [B,N,S]
 
     matched_gt = u[..., None] > thr  # [B,N,M,T]
     dup = (v[..., None] > thr) & ~taken[..., None]  # [B,N,S,T] kept, not taken
     w_gt = weights[g_lab][:, None, :, None]  # [B,1,M,1]
     w_pred = weights[p_lab][..., None]  # [B,N,S,1]
-    nms_penalty = np.sum(dup * w_pred, -2)  # [B,N,T]
-    per_thr = np.sum(matched_gt * w_gt, -2) - nms_w * nms_penalty  # [B,N,T]
+    nms_penalty = xp.sum(dup * w_pred, -2)  # [B,N,T]
+    per_thr = xp.sum(matched_gt * w_gt, -2) - nms_w * nms_penalty  # [B,N,T]
 
-    ct = thr[hits[0]]
+    ct = correct_thr
     pairs = v > ct if conf_target == "iou" else (v > ct) & taken
     return DetectionReward(
-        reward=per_thr @ threshold_weights(thr, paper_compat),
+        reward=per_thr @ xp.asarray(threshold_weights(thr, paper_compat)),
         per_threshold=per_thr,
         num_matches=matched_gt.sum(-2),
         num_duplicates=dup.sum(-2),
         nms_penalty=nms_penalty,
-        match_iou=np.where(pairs, v, 0.0))
+        match_iou=xp.where(pairs, v, 0.0))

@@ -195,6 +195,18 @@ def class_counts(labels: Sequence[np.ndarray], num_classes: int) -> np.ndarray:
     return np.bincount(flat, minlength=num_classes)
 
 
+def _reward_and_aux(res: reward_lib.DetectionReward, slots: Slots, gt_labels: Any, xp: Any
+                    ) -> tuple[Any, dict[str, Any]]:
+    """Rewards float32 [B,N] and the auxiliaries of :meth:`DetectionTask.reward` (``xp``:
+    NumPy on the host or ``jax.numpy`` in the step)."""
+    n_gt = xp.maximum((gt_labels >= 0).sum() * res.reward.shape[1], 1)
+    aux = {"match_iou": res.match_iou.astype(xp.float32),
+           "boxes_per_sample": xp.float32(slots.present.sum(-1).mean()),
+           "recall50": xp.float32(res.num_matches[..., 0].sum() / n_gt),
+           "duplicates50": xp.float32(res.num_duplicates[..., 0].mean())}
+    return res.reward.astype(xp.float32), aux
+
+
 def check_config(cfg: Any) -> None:
     """Refuses a detection config whose fields contradict each other (ConfigError naming both):
     the model's and the world's image sizes, and fewer slots than a scene holds things (the
@@ -304,9 +316,10 @@ class DetectionTask:
         base = jnp.asarray(self._kind_table)[kind]  # [..., V]
         return jnp.where(forced[..., None], jnp.asarray(self._pad_only), base)
 
-    def decode(self, tokens: np.ndarray) -> Slots:
-        """Slots of token sequences int [..., L] (any values, any L; never raises)."""
-        t = np.asarray(tokens).astype(np.int64, copy=False)
+    def decode(self, tokens: Any, xp: Any = np) -> Slots:
+        """Slots of token sequences int [..., L] (any values, any L; never raises). ``xp``:
+        the array module (NumPy: float64 boxes; ``jax.numpy``: traceable, float32 boxes)."""
+        t = np.asarray(tokens).astype(np.int64, copy=False) if xp is np else tokens
         if t.ndim == 0:
             t = t.reshape(1)
         s = t.shape[-1] // TOKENS_PER_BOX
@@ -317,13 +330,13 @@ class DetectionTask:
         label = t[..., 4] - self.class_offset
         class_ok = (label >= 0) & (label < self.num_classes)
         conf_ok = (t[..., 5] == CONF_LOW) | (t[..., 5] == CONF_HIGH)
-        boxes = np.clip(q, 0, ml) / ml
+        boxes = xp.clip(q, 0, ml) / ml
         nonempty = (boxes[..., 2] > boxes[..., 0]) & (boxes[..., 3] > boxes[..., 1])
         present = coord_ok & class_ok & conf_ok & nonempty
-        return Slots(boxes=np.where(present[..., None], boxes, 0.0),
-                     labels=np.where(present, label, 0),
+        return Slots(boxes=xp.where(present[..., None], boxes, 0.0),
+                     labels=xp.where(present, label, 0),
                      present=present,
-                     conf=np.where(present, t[..., 5], 0))
+                     conf=xp.where(present, t[..., 5], 0))
 
     def box_scores(self, log_softmax: np.ndarray, tokens: np.ndarray,
                    rule: ScoreRule = "confidence") -> np.ndarray:
@@ -393,12 +406,24 @@ class DetectionTask:
         fraction of the ground truth at IoU 0.5), ``duplicates50``."""
         res, slots = self.reward_details(samples, batch)
         _, gt_labels = reward_lib.stack_ground_truth(batch["boxes"], batch["labels"])
-        n_gt = max(int((gt_labels >= 0).sum()) * res.reward.shape[1], 1)
-        aux = {"match_iou": res.match_iou.astype(np.float32),
-               "boxes_per_sample": np.float32(slots.present.sum(-1).mean()),
-               "recall50": np.float32(res.num_matches[..., 0].sum() / n_gt),
-               "duplicates50": np.float32(res.num_duplicates[..., 0].mean())}
-        return res.reward.astype(np.float32), aux
+        return _reward_and_aux(res, slots, gt_labels, np)
+
+    device_reward_keys: tuple[str, ...] = ("boxes", "labels")
+    """The batch entries :meth:`device_reward` reads (padded arrays on the device)."""
+
+    def device_reward(self, samples: jax.Array, batch: Mapping[str, jax.Array],
+                      frozen: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """:meth:`reward` in ``jax.numpy``, traced into the RL step (``rl.device_reward``):
+        the same decode, reward and auxiliaries on ``samples`` [B,N,L] and the padded
+        ``batch["boxes"]`` [B,M,4] / ``batch["labels"]`` [B,M], in float32. :meth:`reward` is
+        its test oracle."""
+        slots = self.decode(samples, xp=jnp)
+        cfg = self.cfg
+        res = reward_lib.detection_reward_jax(
+            slots.boxes, slots.labels, slots.present, jnp.asarray(batch["boxes"], jnp.float32),
+            jnp.asarray(batch["labels"]), jnp.asarray(self.class_weights, jnp.float32),
+            cfg.thresholds, cfg.nms_w, cfg.correct_thr, cfg.conf_target, cfg.paper_compat)
+        return _reward_and_aux(res, slots, jnp.asarray(batch["labels"]), jnp)
 
     def policy_mask(self, samples: jax.Array) -> jax.Array:
         """bool [B,N,L]: positions that carry the REINFORCE term. Default: all but the
