@@ -14,6 +14,11 @@ Token conventions the core relies on:
   one token allowed everywhere. Precomputed per-position masks are ``table[position]``.
 * a task object must be hashable (the default identity hash: don't make it an ``eq=True``
   dataclass): ``task.allowed`` becomes part of a static jit argument.
+
+Optional members the core uses when present: ``aux_loss`` and ``policy_mask`` (below), and
+``device_reward(samples, batch, frozen) -> (rewards [B,N], aux)`` with ``device_reward_keys``
+(the batch entries it reads): a pure ``jax.numpy`` form of ``reward`` for fixed-shape rewards,
+jitted on the device when ``rl.device_reward`` is set (``reward`` stays its test oracle).
 """
 
 from __future__ import annotations
