@@ -17,8 +17,26 @@ from typing import Any
 from rlcv_lib.notebook import git_commit
 
 
+def cpu_model() -> str:
+    """The CPU's model name and whether it has AVX-512, e.g. ``AMD EPYC, no AVX-512`` (from
+    ``/proc/cpuinfo``; "" elsewhere).
+    XLA compiles CPU code for the CPU it runs on, so floating-point results (and a REINFORCE
+    trajectory built on them) can differ between CPU models at the same code and seed."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    if not name:
+        return ""
+    return f"{name}, {'AVX-512' if any(f.startswith('avx512') for f in flags) else 'no AVX-512'}"
+
+
 def machine_description() -> str:
-    """E.g. ``Linux x86_64, 2 CPU cores, 23.4 GiB, jax cpu``."""
+    """E.g. ``Linux x86_64, 2 CPU cores (AMD EPYC, no AVX-512), 23.4 GiB, jax cpu``."""
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
         mem_s = f", {mem:.1f} GiB"
@@ -32,7 +50,9 @@ def machine_description() -> str:
             backend += f" ({jax.devices()[0].device_kind} x{jax.device_count()})"
     except ImportError:
         backend = ""
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores{mem_s}{backend}"
+    model = cpu_model()
+    cores = f"{os.cpu_count()} CPU cores" + (f" ({model})" if model else "")
+    return f"{platform.system()} {platform.machine()}, {cores}{mem_s}{backend}"
 
 
 def load_fragments(figures: Path) -> list[dict[str, Any]]:

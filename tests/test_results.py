@@ -54,3 +54,13 @@ def test_manifest_parsing_rejects_bad_entries(tmp_path):
 def test_default_dirs_keep_figures_for_cpu_only(tmp_path):
     assert reproduce.default_dirs("cpu", tmp_path) == (tmp_path / "runs/cpu", tmp_path / "figures")
     assert reproduce.default_dirs("smoke", tmp_path)[1] == tmp_path / "runs/smoke/figures"
+
+
+def test_the_machine_names_its_cpu_model_where_linux_tells():
+    from pathlib import Path
+
+    from rlcv_lib import results
+
+    model = results.cpu_model()
+    if Path("/proc/cpuinfo").exists():
+        assert model.endswith(("AVX-512", "no AVX-512")) and model in results.machine_description()
