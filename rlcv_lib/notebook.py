@@ -149,11 +149,15 @@ class Context:
 
     def finish(self) -> Path:
         """Writes ``<figures>/results/<name>.json``: this notebook's entries and run facts."""
+        from rlcv_lib import results as results_lib  # it imports this module
+
         out = self.figures / "results" / f"{self.name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         fragment = {
             "notebook": self.name, "preset": self.preset, "seed": self.seed,
             "commit": git_commit(), "seconds": round(time.time() - self.started, 1),
+            "machine": results_lib.machine_description(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "config_hash": self.config.hash(), "figures": sorted(set(self.written)),
             "entries": self.entries,
         }

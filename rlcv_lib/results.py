@@ -88,7 +88,9 @@ def collect(figures: Path, order: list[str] | None = None,
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "notebooks": [{"name": f["notebook"], "seconds": (timings or {}).get(f["notebook"],
                                                                              f["seconds"]),
-                       "figures": f["figures"], "commit": f["commit"]} for f in chosen],
+                       "figures": f["figures"], "commit": f["commit"],
+                       "machine": f.get("machine", ""), "date": f.get("date", "")}
+                      for f in chosen],
         "entries": entries,
     }
 
@@ -100,14 +102,25 @@ def _fmt(v: Any) -> str:
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
+    commits = sorted({nb["commit"] for nb in doc["notebooks"]})
     lines = [
         "# Results",
         "",
-        f"Produced by `make reproduce PRESET={doc['preset']}` at commit `{doc['commit']}`, "
-        f"seed {doc['seed']}, on {doc['machine']}, {doc['date']}.",
+        f"Preset `{doc['preset']}`, seed {doc['seed']}: each notebook's latest run, gathered "
+        f"here at commit `{doc['commit']}` on {doc['date']}. The runs themselves come from "
+        + (f"commit `{commits[0]}`" if len(commits) == 1 else
+           f"{len(commits)} commits ({', '.join(f'`{c}`' for c in commits)})")
+        + ": the table at the end gives each notebook's commit, machine and seconds "
+        "(`make reproduce` runs them all; `python -m rlcv_lib.reproduce run --only NAME` one).",
         "Machine-readable: `results.json` beside this file. Paper values are the paper's own "
         "numbers on the real datasets; ours are on the scenes world unless the preset is `paper`.",
         "",
+    ]
+    if doc["preset"] == "smoke":
+        lines += ["**Smoke preset: a plumbing check.** Tiny worlds, models and runs; the numbers "
+                  "below say that every notebook runs end to end, not how well anything works, "
+                  "and are not comparable with the paper's columns.", ""]
+    lines += [
         "| task | metric | MLE | tuned | value | paper MLE | paper tuned | notebook | note |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -116,9 +129,11 @@ def to_markdown(doc: dict[str, Any]) -> str:
                  ("mle", "tuned", "value", "paper_mle", "paper_tuned")), e["notebook"],
                  e.get("note", "")]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "| notebook | seconds | figures |", "|---|---|---|"]
+    lines += ["", "| notebook | commit | machine | date | seconds | figures |",
+              "|---|---|---|---|---|---|"]
     for nb in doc["notebooks"]:
-        lines.append(f"| {nb['name']} | {nb['seconds']:.0f} | {', '.join(nb['figures'])} |")
+        lines.append(f"| {nb['name']} | `{nb['commit']}` | {nb.get('machine', '')} | "
+                     f"{nb.get('date', '')} | {nb['seconds']:.0f} | {', '.join(nb['figures'])} |")
     return "\n".join(lines) + "\n"
 
 

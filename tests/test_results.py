@@ -29,6 +29,20 @@ def test_collect_in_manifest_order_with_run_facts(tmp_path):
     assert json.loads((figures / "results.json").read_text()) == doc
     md = (figures / "RESULTS.md").read_text()
     assert "| det | mAP | 1 | 2 |  | 39 | 54 | b_nb |" in md
+    assert "Smoke preset: a plumbing check" in md  # smoke numbers say so
+    assert doc["notebooks"][0]["machine"] == results.machine_description()
+
+
+def test_results_say_which_commits_the_runs_come_from(tmp_path):
+    figures = _fragment(tmp_path, "a_nb", [dict(task="w", metric="n", value=1)])
+    _fragment(tmp_path, "b_nb", [dict(task="w", metric="m", value=2)])
+    path = figures / "results" / "b_nb.json"
+    frag = json.loads(path.read_text())
+    path.write_text(json.dumps({**frag, "commit": "abc1234"}))
+    doc = results.write(figures, order=["a_nb", "b_nb"])
+    md = (figures / "RESULTS.md").read_text()
+    assert "The runs themselves come from 2 commits" in md and "`abc1234`" in md
+    assert f"| b_nb | `abc1234` | {doc['notebooks'][1]['machine']} |" in md
 
 
 def test_missing_fragment_is_an_error(tmp_path):
