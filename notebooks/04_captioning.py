@@ -276,10 +276,11 @@ for r in collapse_rows:
 # run, for both baselines, on greedy and beam decoding (section 3), on held-out scenes, with the
 # checkpoint chosen on validation. What it does **not** show is better captions. The wrong-image
 # control (section 1) says the MLE model reads colours far more than shapes, and section 7 says
-# what tuning did with that: fewer distinct captions, and shape nouns drawn to "triangle" far
-# beyond the references' share. Read the CIDEr-D gain as the paper's own warning about reward
-# hacking, measured: the reward went up by writing the consensus template of the references,
-# not by looking harder. A captioner that reads shapes (a pretrained encoder) and a judge of
+# what tuning did with that: compare the shape shares of the tuned rows with the references'
+# (each shape about a third) and the distinct words with the MLE model's. Read a CIDEr-D gain
+# that comes with shape nouns collapsed onto one word as the paper's own warning about reward
+# hacking, measured: the reward can go up by writing the references' consensus wording and the
+# one shape noun without a synonym, not by looking harder. A captioner that reads shapes (a pretrained encoder) and a judge of
 # each caption against its scene are open issues of this package.
 
 # %%
