@@ -280,8 +280,9 @@ for r in collapse_rows:
 # (each shape about a third) and the distinct words with the MLE model's. Read a CIDEr-D gain
 # that comes with shape nouns collapsed onto one word as the paper's own warning about reward
 # hacking, measured: the reward can go up by writing the references' consensus wording and the
-# one shape noun without a synonym, not by looking harder. A captioner that reads shapes (a pretrained encoder) and a judge of
-# each caption against its scene are open issues of this package.
+# one shape noun without a synonym, not by looking harder. A captioner that reads shapes (a
+# pretrained encoder) and a judge of each caption against its scene are open issues of this
+# package.
 
 # %%
 ctx.finish()
