@@ -1,4 +1,4 @@
-"""The detection reward of "Tuning computer vision models with task rewards", vectorised NumPy.
+"""The detection reward of "Tuning computer vision models with task rewards", vectorised.
 
 For one sample (S predicted slots) against its image's M ground-truth boxes, at an IoU
 threshold ``t``::
@@ -26,11 +26,14 @@ Confidence targets: ``match_iou[s]`` is the IoU of slot ``s`` with the ground tr
 (``conf_target="iou"``); ``conf_target="matched"`` gives duplicates 0, so a confident duplicate is
 taught to doubt itself. The task turns these into the confidence loss.
 
-Everything is [B, N, ...] arrays, a handful of NumPy calls per batch (no Python loop over
-images, samples or thresholds): since the candidates at threshold t are the valid pairs with
-IoU > t, one argmax per side (each prediction's best ground truth, each ground truth's best
-prediction) decides the matching at every threshold at once, with the released first-index tie
-rule; only the final comparisons with the T thresholds carry a threshold axis.
+The same array code runs in NumPy (float64, :func:`detection_reward`, with input checks: the
+test oracle and the default) and in ``jax.numpy`` (:func:`detection_reward_jax`, traceable, for
+the RL step's ``rl.device_reward``). Everything is [B, N, ...] arrays, a handful of calls per
+batch (no Python loop over images, samples or thresholds): since the candidates at threshold t
+are the valid pairs with IoU > t, one argmax per side (each prediction's best ground truth, each
+ground truth's best prediction) decides the matching at every threshold at once, with the
+released first-index tie rule; only the final comparisons with the T thresholds carry a
+threshold axis.
 """
 
 from __future__ import annotations
