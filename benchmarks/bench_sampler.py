@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import statistics
 import subprocess
@@ -34,15 +35,31 @@ import time
 
 from record import Suite
 
-CPU_DETECTION_L = 36
-"""The cpu detection sequence (6 slots x 6 tokens): the tokens/s target's length."""
-DEFAULT_CELLS = [  # (use_cache, L, sequences, unroll)
-    (True, 24, 256, 1), (True, 24, 16, 1), (False, 24, 16, 1),
-    (True, 36, 256, 1), (True, 36, 256, 6), (True, 36, 16, 1), (False, 36, 16, 1),
-    (True, 108, 256, 1), (True, 108, 16, 1), (False, 108, 16, 1),
-    (True, 600, 64, 1), (True, 600, 4, 1), (False, 600, 4, 1),
-]
-QUICK_CELLS = [(True, 36, 16, 1), (False, 36, 16, 1), (True, 36, 256, 1)]
+
+@functools.cache
+def cpu_detection_shape() -> tuple[int, int]:
+    """(vocabulary, L) of the cpu preset's detection task: the tokens/s target's model (imports
+    the task, hence JAX, on first use only)."""
+    from rlcv_lib.config import get_config
+    from rlcv_lib.tasks.detection.task import DetectionTask
+
+    cfg = get_config("cpu", task="detection")
+    task = DetectionTask(cfg.detection, cfg.world.thing_classes)
+    return task.vocab_size, task.max_len
+
+
+def cells(quick: bool) -> list[tuple[bool, int, int, int]]:
+    """(use_cache, L, sequences, unroll): L=24 (the cpu captioning sequence), the cpu detection
+    sequence, 108 and 600; ``quick``: three cells at the detection length."""
+    L = cpu_detection_shape()[1]
+    if quick:
+        return [(True, L, 16, 1), (False, L, 16, 1), (True, L, 256, 1)]
+    return [(True, 24, 256, 1), (True, 24, 16, 1), (False, 24, 16, 1),
+            (True, L, 256, 1), (True, L, 256, 6), (True, L, 16, 1), (False, L, 16, 1),
+            (True, 108, 256, 1), (True, 108, 16, 1), (False, 108, 16, 1),
+            (True, 600, 64, 1), (True, 600, 4, 1), (False, 600, 4, 1)]
+
+
 TARGET_TOK_S = 10_000  # docs/design.md §6: cpu detection model, 256 sequences
 TARGET_SPEEDUP = 5.0  # docs/design.md §6: cache ÷ recompute at 100+ tokens
 
@@ -291,7 +308,7 @@ def record_cells(suite: Suite, rows: list[dict], args) -> None:
             if r["L"] >= 100:
                 kw.update(target=f">= {TARGET_SPEEDUP:g}x recompute",
                           met=ratio >= TARGET_SPEEDUP)
-        elif (r["cache"] and r["L"] == CPU_DETECTION_L and r["seqs"] >= 256
+        elif (r["cache"] and r["L"] == cpu_detection_shape()[1] and r["seqs"] >= 256
               and r["unroll"] == 1 and args.preset == "cpu"):
             kw = dict(target=f">= {TARGET_TOK_S // 1000}k tokens/s",
                       met=r["tok_s"] >= TARGET_TOK_S)
@@ -309,8 +326,8 @@ def record_cells(suite: Suite, rows: list[dict], args) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--vocab", type=int, default=39,
-                    help="output vocabulary size (39: the cpu detection task's)")
+    ap.add_argument("--vocab", type=int,
+                    help="output vocabulary size (default: the cpu detection task's)")
     ap.add_argument("--limit", type=float, default=150.0, help="seconds per cell")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true")
@@ -320,6 +337,8 @@ def main() -> None:
     ap.add_argument("--no-save", action="store_true", help="print only; leave results.json")
     ap.add_argument("--cell", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.vocab is None and not args.cell:
+        args.vocab = cpu_detection_shape()[0]
     if args.cell:
         print(json.dumps(run_cell(**json.loads(args.cell))))
         return
@@ -339,7 +358,7 @@ def main() -> None:
         return
     suite = Suite("sampler", "KV-cache sampler vs recomputing the prefix "
                              f"({args.preset} model, fixed-length sequences)")
-    record_cells(suite, run_cells(QUICK_CELLS if args.quick else DEFAULT_CELLS, args), args)
+    record_cells(suite, run_cells(cells(args.quick), args), args)
     suite.notes.append("the GPU target (within 3x of the parameter-bandwidth floor at >= 256 "
                        "sequences) is benchmarks/bench_gpu.py's: not measured yet (no GPU)")
     suite.finish(save=not args.no_save)

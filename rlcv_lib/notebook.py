@@ -157,7 +157,7 @@ class Context:
             "notebook": self.name, "preset": self.preset, "seed": self.seed,
             "commit": git_commit(), "seconds": round(time.time() - self.started, 1),
             "machine": results_lib.machine_description(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "date": results_lib.utc_now(),
             "config_hash": self.config.hash(), "figures": sorted(set(self.written)),
             "entries": self.entries,
         }

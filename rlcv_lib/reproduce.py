@@ -88,22 +88,15 @@ def prepare(preset: str, out: Path, seed: int = 0) -> list[Path]:
     return written
 
 
-def _kernel_config() -> Any:
-    """The kernel talks to papermill over local IPC sockets, not TCP: nothing leaves the
-    machine, and the kernel does not warn of unencrypted TCP under every notebook."""
-    from traitlets.config import Config  # noqa: PLC0415
-
-    return Config({"KernelManager": {"transport": "ipc"}})
-
-
-KERNEL_CONFIG = _kernel_config()
-
-
 def run(preset: str, seed: int = 0, from_scratch: bool = False,
         only: list[str] | None = None) -> dict[str, Any]:
     """Executes the manifest's notebooks in order, then writes results.json and RESULTS.md."""
     import papermill as pm  # noqa: PLC0415
+    from traitlets.config import Config  # noqa: PLC0415
 
+    # The kernel talks to papermill over local IPC sockets, not TCP: nothing leaves the machine,
+    # and the kernel does not warn of unencrypted TCP under every notebook.
+    kernel_config = Config({"KernelManager": {"transport": "ipc"}})
     specs = load_manifest()
     if only:
         unknown = set(only) - {s.name for s in specs}
@@ -122,7 +115,7 @@ def run(preset: str, seed: int = 0, from_scratch: bool = False,
         pm.execute_notebook(str(spec.path), str(executed / f"{spec.name}.ipynb"),
                             parameters=parameters(preset, seed, work, figures, overrides),
                             cwd=str(repo_root() / "notebooks"), progress_bar=False,
-                            log_output=False, kernel_name="python3", config=KERNEL_CONFIG)
+                            log_output=False, kernel_name="python3", config=kernel_config)
         timings[spec.name] = round(time.time() - start, 1)
         print(f"[reproduce] {spec.name} done in {timings[spec.name]:.0f} s", flush=True)
     order = [s.name for s in specs]

@@ -55,6 +55,11 @@ def machine_description() -> str:
     return f"{platform.system()} {platform.machine()}, {cores}{mem_s}{backend}"
 
 
+def utc_now() -> str:
+    """The time as results record it, e.g. ``2026-12-02 07:24 UTC``."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 def load_fragments(figures: Path) -> list[dict[str, Any]]:
     paths = sorted((figures / "results").glob("*.json"))
     return [json.loads(p.read_text()) for p in paths]
@@ -85,7 +90,7 @@ def collect(figures: Path, order: list[str] | None = None,
         "seed": seeds[0] if len(seeds) == 1 else seeds,
         "commit": git_commit(),
         "machine": machine_description(),
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "notebooks": [{"name": f["notebook"], "seconds": (timings or {}).get(f["notebook"],
                                                                              f["seconds"]),
                        "figures": f["figures"], "commit": f["commit"],

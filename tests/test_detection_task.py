@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from rlcv_lib import config
 from rlcv_lib.core import reinforce
 from rlcv_lib.core.task import check_task
-from rlcv_lib.data import scenes
+from rlcv_lib.data import pipeline, scenes
 from rlcv_lib.tasks.detection.task import (
     CONF_HIGH,
     CONF_LOW,
@@ -361,11 +361,7 @@ def test_ragged_ground_truth_in_the_batch(task, examples):
     tokens = np.stack([task.tokenize(ex) for ex in examples[:3]])[:, None]  # [3,1,L]
     lists = {"boxes": [ex["boxes"] for ex in examples[:3]],
              "labels": [ex["labels"] for ex in examples[:3]]}
-    m = max(len(ex["labels"]) for ex in examples[:3])
-    padded = {"boxes": np.zeros((3, m, 4)), "labels": np.full((3, m), -1)}
-    for i, ex in enumerate(examples[:3]):
-        padded["boxes"][i, :len(ex["labels"])] = ex["boxes"]
-        padded["labels"][i, :len(ex["labels"])] = ex["labels"]
+    padded = pipeline.collate(examples[:3])  # [3,M,4] / [3,M], -1 padded
     r_lists, aux_lists = task.reward(tokens, lists)
     r_padded, aux_padded = task.reward(tokens, padded)
     np.testing.assert_array_equal(r_lists, r_padded)
@@ -394,6 +390,16 @@ def test_draw(task, examples):
 # --- the shared core runs the task ---------------------------------------------------------------
 
 
+def smoke_training_batch():
+    """(world, task, examples, batch): the smoke world's detection task and its first four
+    training scenes collated (images in [0,1], boxes and -1-padded labels)."""
+    world = scenes.WORLD_PRESETS["smoke"]
+    task = DetectionTask.for_world(DETECTION_PRESETS["smoke"], world,
+                                   scenes_class_counts(world, num_examples=64))
+    exs = [scenes.example(world, "train", i) for i in range(4)]
+    return world, task, exs, dict(pipeline.collate(exs))
+
+
 def test_core_steps_run_on_the_detection_task():
     """MLE targets obey the mask; sampled sequences obey the grammar, and their log-probs equal
     the teacher-forced ones; the RL step's confidence loss is the task's, on the same samples."""
@@ -406,18 +412,9 @@ def test_core_steps_run_on_the_detection_task():
     from rlcv_lib.core.reinforce import RLConfig
     from rlcv_lib.models import MODEL_SIZES, build_model
 
-    world = scenes.WORLD_PRESETS["smoke"]
-    task = DetectionTask.for_world(DETECTION_PRESETS["smoke"], world,
-                                   scenes_class_counts(world, num_examples=64))
-    exs = [scenes.example(world, "train", i) for i in range(4)]
-    m = max(len(e["labels"]) for e in exs)
-    batch = {"image": np.stack([e["image"] for e in exs]).astype(np.float32) / 255,
-             "tokens": np.stack([task.tokenize(e, np.random.default_rng(i))
-                                 for i, e in enumerate(exs)]),
-             "boxes": np.stack([np.pad(e["boxes"], ((0, m - len(e["boxes"])), (0, 0)))
-                                for e in exs]),
-             "labels": np.stack([np.pad(e["labels"], (0, m - len(e["labels"])),
-                                        constant_values=-1) for e in exs])}
+    world, task, exs, batch = smoke_training_batch()
+    batch["tokens"] = np.stack([task.tokenize(e, np.random.default_rng(i))
+                                for i, e in enumerate(exs)])
     cfg = dataclasses.replace(MODEL_SIZES["tiny"], image_size=world.image_size)
     model = build_model(cfg, task, seed=0)
     opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -459,11 +456,8 @@ def test_device_reward_equals_the_numpy_reward(task, examples, paper_compat, con
     walk = grammar_walk(t, rng, b * n).reshape(b, n, -1)
     mixed = np.where(rng.random(walk.shape) < 0.3, walk, truth[:, None])  # near the truth
     arbitrary = rng.integers(0, t.vocab_size, walk.shape)
-    m = max(len(ex["labels"]) for ex in examples[:b])
-    batch = {"boxes": np.zeros((b, m, 4), np.float32), "labels": np.full((b, m), -1)}
-    for i, ex in enumerate(examples[:b]):
-        batch["boxes"][i, :len(ex["labels"])] = ex["boxes"]
-        batch["labels"][i, :len(ex["labels"])] = ex["labels"]
+    collated = pipeline.collate(examples[:b])
+    batch = {k: collated[k] for k in ("boxes", "labels")}
     fn = jax.jit(t.device_reward)
     for samples in (mixed, arbitrary, truth[:, None].repeat(n, 1)):
         want, want_aux = t.reward(samples, batch)
@@ -483,16 +477,7 @@ def test_the_rl_step_with_the_reward_on_the_device_makes_the_same_update():
     from rlcv_lib.core.reinforce import RLConfig
     from rlcv_lib.models import MODEL_SIZES, build_model
 
-    world = scenes.WORLD_PRESETS["smoke"]
-    task = DetectionTask.for_world(DETECTION_PRESETS["smoke"], world,
-                                   scenes_class_counts(world, num_examples=64))
-    exs = [scenes.example(world, "train", i) for i in range(4)]
-    m = max(len(e["labels"]) for e in exs)
-    batch = {"image": np.stack([e["image"] for e in exs]).astype(np.float32) / 255,
-             "boxes": np.stack([np.pad(e["boxes"], ((0, m - len(e["boxes"])), (0, 0)))
-                                for e in exs]),
-             "labels": np.stack([np.pad(e["labels"], (0, m - len(e["labels"])),
-                                        constant_values=-1) for e in exs])}
+    world, task, _, batch = smoke_training_batch()
     cfg = dataclasses.replace(MODEL_SIZES["tiny"], image_size=world.image_size)
     runs = {}
     for device in (False, True):

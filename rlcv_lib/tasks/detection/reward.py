@@ -148,6 +148,27 @@ def stack_ground_truth(gt_boxes: Any, gt_labels: Any) -> tuple[np.ndarray, np.nd
     return out_b, out_l
 
 
+def _checked_settings(pred_boxes: Any, pred_labels: Any, pred_present: Any, gt_boxes: Any,
+                      gt_labels: Any, thresholds: Sequence[float], correct_thr: float,
+                      conf_target: str) -> np.ndarray:
+    """The thresholds float64 [T], after checking the shapes (static, so also under jit) and the
+    settings; ValueError naming what does not fit."""
+    b, n, s = np.shape(pred_present)
+    if np.shape(pred_boxes) != (b, n, s, 4) or np.shape(pred_labels) != (b, n, s):
+        raise ValueError(f"pred_boxes {np.shape(pred_boxes)} / pred_labels "
+                         f"{np.shape(pred_labels)} do not fit pred_present {(b, n, s)}")
+    g = np.shape(gt_boxes)
+    if len(g) != 3 or g[0] != b or g[2] != 4 or np.shape(gt_labels) != g[:2]:
+        raise ValueError(f"gt_boxes {g} / gt_labels {np.shape(gt_labels)} must be "
+                         f"[B={b},M,4] / [B,M]")
+    if conf_target not in ("iou", "matched"):
+        raise ValueError(f"conf_target={conf_target!r}: choose 'iou' or 'matched'")
+    thr = np.asarray([float(t) for t in thresholds])
+    if float(correct_thr) not in thr:
+        raise ValueError(f"correct_thr={correct_thr} is not one of the thresholds {thr.tolist()}")
+    return thr
+
+
 def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_present: np.ndarray,
                      gt_boxes: np.ndarray, gt_labels: np.ndarray, weights: np.ndarray,
                      thresholds: Sequence[float] = THRESHOLDS, nms_w: float = 0.3,
@@ -169,20 +190,9 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
     """
     pred_boxes = np.asarray(pred_boxes, np.float64)
     gt_boxes, gt_labels = stack_ground_truth(gt_boxes, gt_labels)
-    b, n, s = np.shape(pred_present)
-    if pred_boxes.shape != (b, n, s, 4) or np.shape(pred_labels) != (b, n, s):
-        raise ValueError(f"pred_boxes {pred_boxes.shape} / pred_labels {np.shape(pred_labels)} "
-                         f"do not fit pred_present {(b, n, s)}")
-    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != b or gt_boxes.shape[2] != 4 \
-            or np.shape(gt_labels) != gt_boxes.shape[:2]:
-        raise ValueError(f"gt_boxes {gt_boxes.shape} / gt_labels {np.shape(gt_labels)} must be "
-                         f"[B={b},M,4] / [B,M]")
-    if conf_target not in ("iou", "matched"):
-        raise ValueError(f"conf_target={conf_target!r}: choose 'iou' or 'matched'")
-    thr = np.asarray([float(t) for t in thresholds])
-    hits = np.flatnonzero(thr == correct_thr)
-    if hits.size == 0:
-        raise ValueError(f"correct_thr={correct_thr} is not one of the thresholds {thr.tolist()}")
+    thr = _checked_settings(pred_boxes, pred_labels, pred_present, gt_boxes, gt_labels,
+                            thresholds, correct_thr, conf_target)
+    b = np.shape(pred_present)[0]
     weights = np.asarray(weights, np.float64)
     c = len(weights)
     if gt_boxes.shape[1] == 0:  # no ground truth anywhere in the batch: one absent box
@@ -197,7 +207,7 @@ def detection_reward(pred_boxes: np.ndarray, pred_labels: np.ndarray, pred_prese
     g_lab = np.where(gt_present, gt_labels, 0)  # [B,M]
 
     return _reward_core(np, pred_boxes, p_lab, pred_present, gt_boxes, g_lab, gt_present,
-                        weights, thr, nms_w, float(thr[hits[0]]), conf_target, paper_compat)
+                        weights, thr, nms_w, float(correct_thr), conf_target, paper_compat)
 
 
 def detection_reward_jax(pred_boxes: Any, pred_labels: Any, pred_present: Any, gt_boxes: Any,
@@ -211,18 +221,9 @@ def detection_reward_jax(pred_boxes: Any, pred_labels: Any, pred_present: Any, g
     float32 rounding of a threshold."""
     import jax.numpy as jnp
 
-    b, n, s = pred_present.shape
-    if pred_boxes.shape != (b, n, s, 4) or pred_labels.shape != (b, n, s):
-        raise ValueError(f"pred_boxes {pred_boxes.shape} / pred_labels {pred_labels.shape} do "
-                         f"not fit pred_present {(b, n, s)}")
-    if gt_boxes.ndim != 3 or gt_boxes.shape[0] != b or gt_labels.shape != gt_boxes.shape[:2]:
-        raise ValueError(f"gt_boxes {gt_boxes.shape} / gt_labels {gt_labels.shape} must be "
-                         f"[B={b},M,4] / [B,M]")
-    if conf_target not in ("iou", "matched"):
-        raise ValueError(f"conf_target={conf_target!r}: choose 'iou' or 'matched'")
-    thr = np.asarray([float(t) for t in thresholds])
-    if float(correct_thr) not in thr:
-        raise ValueError(f"correct_thr={correct_thr} is not one of the thresholds {thr.tolist()}")
+    thr = _checked_settings(pred_boxes, pred_labels, pred_present, gt_boxes, gt_labels,
+                            thresholds, correct_thr, conf_target)
+    b = pred_present.shape[0]
     c = weights.shape[0]
     if gt_boxes.shape[1] == 0:  # no ground truth anywhere in the batch: one absent box
         gt_boxes, gt_labels = jnp.zeros((b, 1, 4), pred_boxes.dtype), jnp.full((b, 1), -1)

@@ -45,14 +45,15 @@ class ReleasedConfig:
     """Training-set instances per class (None: all equal)."""
 
 
-def seq2box(seq: np.ndarray, max_level: int, max_conf: int, num_cls: int):
+def seq2box(seq, max_level: int, max_conf: int, num_cls: int, xp=np):
     """Boxes [S,4] in [0,1], labels [S], confidences [S] of one token sequence [L]
-    (a trailing partial box is cut off; every field is clipped into its range)."""
-    seq = np.asarray(seq, np.int64)
-    seq = seq[:len(seq) - len(seq) % DIM_PER_BOX].reshape(-1, DIM_PER_BOX)
-    boxes = np.clip(seq[:, 0:4] - max_conf - 1, 0, max_level) / max_level
-    labels = np.clip(seq[:, 4] - max_conf - 1 - max_level - 1, 0, num_cls - 1)
-    confs = np.clip(seq[:, 5], 0, max_conf)
+    (a trailing partial box is cut off; every field is clipped into its range). ``xp``: NumPy
+    (the replay) or ``jax.numpy`` (the jitted port)."""
+    seq = np.asarray(seq, np.int64) if xp is np else seq
+    seq = seq[:seq.shape[0] - seq.shape[0] % DIM_PER_BOX].reshape(-1, DIM_PER_BOX)
+    boxes = xp.clip(seq[:, 0:4] - max_conf - 1, 0, max_level) / max_level
+    labels = xp.clip(seq[:, 4] - max_conf - 1 - max_level - 1, 0, num_cls - 1)
+    confs = xp.clip(seq[:, 5], 0, max_conf)
     return boxes, labels, confs
 
 
@@ -226,17 +227,14 @@ def make_jax_reward(cfg: ReleasedConfig, dtype: str = "float32"):
     import jax.numpy as jnp
 
     weights = jnp.asarray(class_weights(cfg), dtype)
-    lo, hi = cfg.max_conf + 1, cfg.max_conf + 1 + cfg.max_level + 1
 
-    def seq2box(seq):  # [L] -> boxes [S,4], labels [S], confs [S]
-        seq = seq[:seq.shape[0] - seq.shape[0] % DIM_PER_BOX].reshape(-1, DIM_PER_BOX)
-        boxes = jnp.clip(seq[:, 0:4] - lo, 0, cfg.max_level) / cfg.max_level
-        labels = jnp.clip(seq[:, 4] - hi, 0, cfg.num_cls - 1)
-        return boxes.astype(dtype), labels, jnp.clip(seq[:, 5], 0, cfg.max_conf)
+    def boxes_of(seq):  # [L] -> boxes [S,4] in dtype, labels [S], confs [S]
+        boxes, labels, confs = seq2box(seq, cfg.max_level, cfg.max_conf, cfg.num_cls, jnp)
+        return boxes.astype(dtype), labels, confs
 
     def pair(seq_pred, seq_gt, thr):  # one sequence against its ground truth, one threshold
-        bp, lp, cp = seq2box(seq_pred)
-        bg, lg, cg = seq2box(seq_gt)
+        bp, lp, cp = boxes_of(seq_pred)
+        bg, lg, cg = boxes_of(seq_gt)
         a, b = bp[:, None, :], bg[None, :, :]
         area = lambda x: jnp.abs((x[..., 2] - x[..., 0]) * (x[..., 3] - x[..., 1]))
         yi = jnp.maximum(0.0, jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]))

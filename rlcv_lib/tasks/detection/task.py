@@ -404,8 +404,12 @@ class DetectionTask:
         """Rewards float32 [B,N]; aux: ``match_iou`` float32 [B,N,S] (the confidence targets,
         for :meth:`aux_loss`) and scalar metrics ``boxes_per_sample``, ``recall50`` (matched
         fraction of the ground truth at IoU 0.5), ``duplicates50``."""
-        res, slots = self.reward_details(samples, batch)
-        _, gt_labels = reward_lib.stack_ground_truth(batch["boxes"], batch["labels"])
+        for k in ("boxes", "labels"):
+            if k not in batch:
+                raise KeyError(f"the detection reward needs batch[{k!r}]; batch has "
+                               f"{sorted(batch)}")
+        gt_boxes, gt_labels = reward_lib.stack_ground_truth(batch["boxes"], batch["labels"])
+        res, slots = self.reward_details(samples, {"boxes": gt_boxes, "labels": gt_labels})
         return _reward_and_aux(res, slots, gt_labels, np)
 
     device_reward_keys: tuple[str, ...] = ("boxes", "labels")
