@@ -67,6 +67,32 @@ def test_higher_scored_prediction_takes_the_ground_truth_first():
     assert dm.match_counts(_pred([a, b], [0, 0], [0.1, 0.9]), gt, labels) == 2
 
 
+def test_greedy_match_counts_second_boxes_on_found_objects_as_duplicates():
+    gt = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]])
+    labels = np.array([0, 1])
+    on0, near0, on1 = [0, 0, .5, .5], [0, 0, .5, .45], [.5, .5, 1, 1]
+    # the second box on gt 0 is a duplicate; a wrong-class box on gt 1 is not (it re-finds
+    # nothing of its class), nor is a box on nothing
+    p = _pred([on0, near0, on1, [.9, 0, 1, .1]], [0, 0, 0, 0], [.9, .8, .7, .6])
+    assert dm.greedy_match(p, gt, labels) == (1, 1)
+    # the order is the score's: the lower-scored of the two is the duplicate, whichever it is
+    assert dm.greedy_match(_pred([on0, near0], [0, 0], [.1, .9]), gt, labels) == (1, 1)
+    # below the IoU threshold to the found object: not a duplicate
+    assert dm.greedy_match(_pred([on0, [0, 0, .5, .2]], [0, 0], [.9, .8]), gt, labels) == (1, 0)
+    # a box that takes an object of its own is never a duplicate
+    assert dm.greedy_match(_pred([on0, on1], [0, 1], [.9, .8]), gt, labels) == (2, 0)
+    assert dm.greedy_match(_pred([], [], []), gt, labels) == (0, 0)
+
+
+def test_metrics_count_duplicates_per_image(task):
+    ex = {"boxes": np.array([[0.0, 0.0, 0.5, 0.5]]), "labels": np.array([0]),
+          "image": np.zeros((64, 64, 3), np.uint8)}
+    twice = _pred([[0, 0, .5, .5]] * 3, [0, 0, 0], [.9, .8, .7])
+    once = _pred([[0, 0, .5, .5]], [0], [.9])
+    m = dm.metrics_of(task, [twice, once], [ex | {"image_id": 1}, ex | {"image_id": 2}])
+    assert m["duplicates_per_image"] == 1.0 and m["recall50_gt"] == 1.0
+
+
 def test_recall_by_count_exact_on_a_hand_built_case():
     box = [0.1, 0.1, 0.3, 0.3]
     other = [0.6, 0.6, 0.9, 0.9]

@@ -50,7 +50,8 @@ def test_monitor_outputs_and_keeps_the_best_state(cfg, task):
     mon = dt.TuningMonitor(task, val, num_samples=2, seed=0)
     out = mon(model, 0)
     assert set(out) == {"val_reward", "mAP", "AP50", "recall50", "recall50_gt",
-                        "boxes_per_image", "mAP_class_score", "mAP_confidence_score"}
+                        "boxes_per_image", "duplicates_per_image", "mAP_class_score",
+                        "mAP_confidence_score"}
     assert mon.select_rule == dm.TUNED_RULE and dm.TUNED_RULE.score == "class_x_confidence"
     assert mon.best.metric == "mAP"
     assert np.isfinite(out["val_reward"]) and out["val_reward"] >= 0

@@ -24,7 +24,10 @@ scored by several rules (:func:`predict_scored`), so the tuned rows rank the sam
 
 **Metrics** (:func:`metrics_of`): pycocotools' mAP, AP50, AP75, AP small/medium/large, AR@100
 and per-class recall at IoU 0.5 (``task.evaluate``), predictions per image, and the fraction of
-all ground-truth boxes found at IoU 0.5 (``recall50_gt``, the count-bucket matching below).
+all ground-truth boxes found at IoU 0.5 (``recall50_gt``, the count-bucket matching below) and
+duplicate boxes per image (``duplicates_per_image``: boxes on an object another, higher-scored
+box of the same class already found; :func:`greedy_match`), the judge of the reward's duplicate
+penalty.
 
 **Recall by object count** (:func:`recall_by_count`): per image, predictions in decreasing score
 take the unmatched ground truth of their class with the highest IoU ≥ 0.5 (COCOeval's greedy
@@ -47,7 +50,7 @@ from rlcv_lib.tasks.detection import reward as reward_lib
 from rlcv_lib.tasks.detection import task as det
 
 METRICS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR@100", "recall50",
-           "recall50_gt", "boxes_per_image", "gt_per_image")
+           "recall50_gt", "boxes_per_image", "gt_per_image", "duplicates_per_image")
 """The keys of :func:`evaluate`'s metrics."""
 
 
@@ -150,25 +153,38 @@ def tuned_rule(cfg: det.DetectionConfig) -> Rule:
 # Metrics
 
 
-def match_counts(prediction: Mapping[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
-                 iou_thr: float = 0.5) -> int:
-    """Ground-truth boxes ``boxes`` [M,4] (classes ``labels`` [M]) that ``prediction`` finds:
-    predictions in decreasing score each take the unmatched same-class ground truth with the
-    highest IoU ≥ ``iou_thr`` (ties: the first)."""
+def greedy_match(prediction: Mapping[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
+                 iou_thr: float = 0.5) -> tuple[int, int]:
+    """(found, duplicates) of ``prediction`` against the ground truth ``boxes`` [M,4] (classes
+    ``labels`` [M]): predictions in decreasing score each take the unmatched same-class ground
+    truth with the highest IoU ≥ ``iou_thr`` (ties: the first; COCOeval's greedy rule at one
+    threshold). ``found`` counts the ground truth taken; ``duplicates`` the predictions that take
+    none but overlap an already-found object of their class at IoU ≥ ``iou_thr``: a second box
+    on an object, the failure a reward without a duplicate penalty invites."""
     gt_boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     gt_labels = np.asarray(labels).reshape(-1)
     pb = np.asarray(prediction["boxes"], np.float64).reshape(-1, 4)
     if not len(gt_labels) or not len(pb):
-        return 0
+        return 0, 0
     iou = reward_lib.pairwise_iou(pb, gt_boxes)  # [P,M]
     iou = np.where(np.asarray(prediction["labels"])[:, None] == gt_labels[None, :], iou, -1.0)
     taken = np.zeros(len(gt_labels), bool)
+    duplicates = 0
     for p in np.argsort(-np.asarray(prediction["scores"]), kind="stable"):
         cand = np.where(taken, -1.0, iou[p])
         g = int(np.argmax(cand))
         if cand[g] >= iou_thr:
             taken[g] = True
-    return int(taken.sum())
+        elif np.any(taken & (iou[p] >= iou_thr)):
+            duplicates += 1
+    return int(taken.sum()), duplicates
+
+
+def match_counts(prediction: Mapping[str, np.ndarray], boxes: np.ndarray, labels: np.ndarray,
+                 iou_thr: float = 0.5) -> int:
+    """Ground-truth boxes ``boxes`` [M,4] (classes ``labels`` [M]) that ``prediction`` finds
+    (:func:`greedy_match`)."""
+    return greedy_match(prediction, boxes, labels, iou_thr)[0]
 
 
 def count_buckets(max_objects: int, num: int = 4) -> list[tuple[int, int]]:
@@ -223,10 +239,12 @@ def metrics_of(task: det.DetectionTask, predictions: Sequence[Mapping[str, np.nd
                examples: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """:data:`METRICS` (fractions in [0,1]; -1 where pycocotools has no ground truth)."""
     m = task.evaluate(predictions, examples)
-    found = sum(match_counts(p, ex["boxes"], ex["labels"])
-                for p, ex in zip(predictions, examples, strict=True))
+    matches = [greedy_match(p, ex["boxes"], ex["labels"])
+               for p, ex in zip(predictions, examples, strict=True)]
+    found, duplicates = (sum(c) for c in zip(*matches, strict=True)) if matches else (0, 0)
     n_gt = sum(len(np.asarray(ex["labels"]).reshape(-1)) for ex in examples)
     m["recall50_gt"] = found / n_gt if n_gt else float("nan")
+    m["duplicates_per_image"] = duplicates / len(examples) if examples else float("nan")
     return {k: m[k] for k in METRICS}
 
 
@@ -255,6 +273,7 @@ def result_row(name: str, metrics: Mapping[str, float], **extra: Any) -> dict[st
     pct = ("mAP", "AP50", "AP75", "AR@100", "recall50", "recall50_gt")
     row = {"row": name} | {k: 100 * metrics[k] for k in pct}
     row |= {"predictions/image": metrics["boxes_per_image"],
-            "truth/image": metrics["gt_per_image"]}
+            "truth/image": metrics["gt_per_image"],
+            "duplicates/image": metrics["duplicates_per_image"]}
     return row | dict(extra)
 

@@ -104,7 +104,8 @@ class TuningMonitor:
         preds, _ = dm.predict_scored(model, self.task, self.val.batch["image"],
                                      self.select_rule, (chosen, *others))
         m = dm.metrics_of(self.task, preds[chosen], self.val.examples)
-        out |= {k: m[k] for k in ("mAP", "AP50", "recall50", "recall50_gt", "boxes_per_image")}
+        out |= {k: m[k] for k in ("mAP", "AP50", "recall50", "recall50_gt", "boxes_per_image",
+                                "duplicates_per_image")}
         for s in others:  # the same greedy boxes, ranked by the other rules
             out[f"mAP_{s}_score"] = self.task.evaluate(preds[s], self.val.examples)["mAP"]
         self.best.offer(model, step, out)
