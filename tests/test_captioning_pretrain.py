@@ -36,7 +36,7 @@ def _loader(cfg, batch=8):
 def test_batches_are_pure_in_seed_and_step_and_hold_one_reference_each(cfg, task):
     fn = cx.make_batch_fn(task, _loader(cfg), seed=3)
     a, b = fn(2), fn(2)
-    assert set(a) == {"image", "tokens", "captions"}
+    assert set(a) == {"image", "tokens", "captions", "image_id"}
     np.testing.assert_array_equal(a["tokens"], b["tokens"])
     assert a["tokens"].shape == (8, task.max_len) and a["tokens"].dtype == np.int32
     ks = cx.caption_choice(3, 2, 8)

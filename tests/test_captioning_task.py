@@ -212,6 +212,33 @@ def test_reward_takes_ragged_references(data, task):
         np.testing.assert_array_equal(alone[0], together[i])
 
 
+def test_grounded_reward_adds_the_judge_f1_of_each_caption(data, task):
+    from rlcv_lib.tasks.captioning import judge
+
+    _, val = data
+    samples = sampled_like(task, val, np.random.default_rng(7))
+    batch = {"captions": np.asarray(val.arrays["captions"][:len(samples)]),
+             "image_id": np.asarray(val.arrays["image_id"][:len(samples)])}
+    plain, _ = task.reward(samples, batch)
+    grounded = task.with_config(grounded_weight=0.5)
+    grounded.world = WORLD
+    scores, aux = grounded.reward(samples, batch)
+    truths = [judge.scene_truth(WORLD, i) for i in batch["image_id"]]
+    f1 = np.array([[judge.caption_f1(task.detokenize(t), truths[i]) for t in row]
+                   for i, row in enumerate(samples)], np.float32)
+    np.testing.assert_allclose(scores, plain + 0.5 * f1, rtol=1e-6)
+    assert aux["grounded_f1"] == pytest.approx(f1.mean()) and 0 < f1.mean() < 1
+    assert task.cfg.grounded_weight == 0  # with_config copies
+    with pytest.raises(KeyError, match="image_id"):
+        grounded.reward(samples, {"captions": batch["captions"]})
+    with pytest.raises(ValueError, match="for_world"):
+        task.with_config(grounded_weight=0.5).reward(samples, batch)
+    with pytest.raises(ValueError, match="vocabulary or the scorer"):
+        task.with_config(max_len=8)
+    with pytest.raises(config.ConfigError, match="grounded_weight"):
+        CaptioningConfig(grounded_weight=-1.0)
+
+
 def test_evaluate_without_java(data, task):
     from pycocoevalcap.cider.cider import Cider
 

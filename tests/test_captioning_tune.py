@@ -64,6 +64,25 @@ def test_tune_eval_fn_outputs_agree_with_the_reward_and_the_judge(pre, val, cfg)
     assert samples.shape == (len(val), 3, pre.task.max_len)
     assert a["reward_sampled"] == pytest.approx(
         float(pre.task.reward(samples, val.batch)[0].mean()))
+    assert "judge_F1" not in a  # no truth given
+
+
+def test_tune_eval_fn_adds_the_grounded_judge_and_reads_the_task_reward(pre, val, cfg):
+    from rlcv_lib.tasks.captioning import judge as jd
+
+    key = jax.random.key(5)
+    truths = ct.truths_of(cfg, val)
+    plain = ct.make_tune_eval(pre.task, val, 3, key, truths=truths)(pre.model, 0)
+    greedy = cm.captions_of(pre.task, ev.decode(pre.model, pre.task, val.batch["image"]))
+    want = jd.judge_split(greedy, truths)
+    assert {k: plain[f"judge_{k}"] for k in ("precision", "recall", "F1")} == pytest.approx(
+        {k: want[k] for k in ("precision", "recall", "F1")}, nan_ok=True)
+    # the grounded task's reward is CIDEr-D + weight x F1, what its runs maximise
+    grounded = ct.make_tune_eval(pre.task.with_config(grounded_weight=2.0), val, 3, key,
+                                 truths=truths)(pre.model, 0)
+    f1 = np.mean([jd.caption_f1(c, t) for c, t in zip(greedy, truths, strict=True)])
+    assert grounded["reward_greedy"] == pytest.approx(plain["reward_greedy"] + 2 * f1, abs=1e-5)
+    assert grounded["CIDEr-D"] == plain["CIDEr-D"]  # the judge is unchanged
 
 
 def test_both_baselines_run_change_the_model_and_choose_on_validation(pre, tuned, cfg):
@@ -127,7 +146,7 @@ def test_reward_metric_correlation_and_baseline_comparison():
 
 def test_run_dirs_name_the_parts_under_the_workdir(tmp_path):
     dirs = ct.run_dirs(tmp_path)
-    assert set(dirs) == {"mle", "cache", *ct.BASELINES}
+    assert set(dirs) == {"mle", "cache", *ct.BASELINES, ct.GROUNDED_RUN}
     assert all(d.parent == tmp_path for d in dirs.values())
     assert len(set(dirs.values())) == len(dirs) and not any(d.exists() for d in dirs.values())
 
@@ -159,13 +178,19 @@ def test_tune_and_evaluate_tunes_both_baselines_afresh_and_scores_test(cfg, pre,
     result = ct.tune_and_evaluate(small, workdir=tmp_path, pre=start, on_eval=seen.append)
     assert not stale.exists()  # tuning runs afresh
     assert len(result.val) == 4 and len(result.test) == 4
-    assert [(e["model"], e["step"]) for e in seen] == [
-        (m, s) for m in ct.BASELINES for s in (0, 2)]
+    runs = (*ct.BASELINES, ct.GROUNDED_RUN)
+    assert [(e["model"], e["step"]) for e in seen] == [(m, s) for m in runs for s in (0, 2)]
+    assert all("judge_F1" in e for e in seen)
+    assert result.runs[ct.GROUNDED_RUN].baseline == "loo"
     assert [(r["model"], r["decoding"]) for r in result.rows] == [
-        (m, d) for d in ("greedy", "beam") for m in ("MLE", "LOO", "SCST")]
+        (m, d) for d in ("greedy", "beam") for m in ("MLE", ct.MLE_AS_LONG, *runs)]
     assert all("METEOR" not in r for r in result.rows)
+    assert all({"precision", "recall", "F1", "count accuracy", "distinct words/1000"} <= set(r)
+               for r in result.rows)
     summary = result.summary()
-    assert set(summary["best_step"]) == set(ct.BASELINES)
+    assert summary["controls"][ct.MLE_AS_LONG]["steps"] >= 1
+    assert not _same(result.models[ct.MLE_AS_LONG], pre.model)
+    assert set(summary["best_step"]) == set(runs)
     assert all(s in (0, 2) for s in summary["best_step"].values())
-    assert summary["test"]["LOO, beam"] is result.rows[4]
+    assert summary["test"]["LOO, beam"] is result.rows[7]
     assert _same(result.models["MLE"], pre.model)  # the MLE model is not tuned in place

@@ -10,7 +10,8 @@ The glue between the scenes data (:mod:`rlcv_lib.data`), the captioning task
 * **Batches** (:func:`make_batch_fn`): step ``s`` is ``Loader.batch(s)`` plus ``tokens`` int32
   [B,L]: example ``i`` is trained on its caption ``k = default_rng([seed, s, i]).integers(M)``
   of its ``M`` references, so the whole batch is a pure function of (seed, step). The batch keeps
-  ``captions`` [B,M] (what the reward reads) next to ``image`` and ``tokens``.
+  ``captions`` [B,M] and ``image_id`` [B] (what the reward reads) next to ``image`` and
+  ``tokens``.
 * **Evaluation** (:func:`make_evaluator`): greedy captions of a fixed set of validation images,
   scored two ways: ``reward`` is the task's fast CIDEr-D (training-set document frequencies, the
   RL reward) and ``CIDEr-D``/``BLEU-4``/``ROUGE-L`` are pycocoevalcap's (``task.evaluate``,
@@ -68,12 +69,13 @@ def tokenize_batch(task: cap.CaptioningTask, captions: np.ndarray, seed: int, st
 
 
 def make_batch_fn(task: cap.CaptioningTask, loader: pipeline.Loader, seed: int):
-    """``step -> {"image", "tokens", "captions"}``, a pure function of (seed, step)."""
+    """``step -> {"image", "tokens", "captions", "image_id"}``, a pure function of (seed,
+    step) (``image_id`` for the grounded reward's truth)."""
 
     def batch_fn(step: int) -> dict[str, np.ndarray]:
         b = loader.batch(step)
         return {"image": b["image"], "tokens": tokenize_batch(task, b["captions"], seed, step),
-                "captions": b["captions"]}
+                "captions": b["captions"], "image_id": b["image_id"]}
 
     return batch_fn
 

@@ -45,6 +45,7 @@ Usage::
 from __future__ import annotations
 
 import collections
+import copy
 import dataclasses
 import re
 import shutil
@@ -96,11 +97,26 @@ class CaptioningConfig:
     """Beam width of the beam-search rows of the results table."""
     shown: int = tuning_field(6)
     """Test images shown with their captions before and after tuning."""
+    grounded_weight: float = tuning_field(0.0)
+    """Weight of the grounded term of the reward: CIDEr-D + ``grounded_weight`` × the caption's
+    object F1 under the grounded judge (:func:`rlcv_lib.tasks.captioning.judge.caption_f1`;
+    scenes world only). 0 (the default, the paper's reward): CIDEr-D alone."""
+    grounded_run_weight: float = tuning_field(1.0)
+    """``grounded_weight`` of the extra comparison run "LOO, grounded" of the main path
+    (leave-one-out, reward CIDEr-D + this × F1); 0: no such run. Not chosen on any split: F1
+    and CIDEr-D are both about 1 for a good caption, so 1 weighs them alike."""
+    mle_as_long: bool = tuning_field(True)
+    """Add the control "MLE as long": the MLE model trained on by MLE for as many seconds of
+    updates as the leave-one-out tuning took (:func:`rlcv_lib.core.evaluate.continue_mle`)."""
 
     def __post_init__(self):
         for name in ("val_size", "beam_size", "shown", "max_len"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"invalid CaptioningConfig: {name} must be >= 1, got "
+                                  f"{getattr(self, name)}")
+        for name in ("grounded_weight", "grounded_run_weight"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"invalid CaptioningConfig: {name} must be >= 0, got "
                                   f"{getattr(self, name)}")
 
 
@@ -110,7 +126,8 @@ CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
     "cpu": CaptioningConfig(),
     "gpu": CaptioningConfig(max_len=32, val_size=1024),
     # Real COCO captions: Karpathy-style vocabulary (words seen at least 5 times).
-    "paper": CaptioningConfig(max_len=64, min_count=5, val_size=5000),
+    # Real COCO captions have no scene truth: no grounded run.
+    "paper": CaptioningConfig(max_len=64, min_count=5, val_size=5000, grounded_run_weight=0.0),
 }
 
 
@@ -204,6 +221,10 @@ class CaptioningTask:
         words = ["<pad>", EOS_WORD, UNK_WORD, *vocab.words]
         self._token_word = scorer.register(words)  # int64 [V]
         self._ref_cache: dict[str, np.ndarray | list[str]] = {}
+        self.world: Any = None
+        """The scenes world the references came from (:meth:`for_world`; None otherwise):
+        the grounded reward's truth."""
+        self._truth: dict[int, list] = {}  # image_id -> the scene's things (grounded reward)
 
     @classmethod
     def from_references(cls, references: Sequence[Sequence[str]],
@@ -224,7 +245,20 @@ class CaptioningTask:
 
         size = cfg.reference_images or None
         ds = memory.load_split(world, "train", cache_dir=cache_dir, size=size, workers=workers)
-        return cls.from_references(np.asarray(ds.arrays["captions"]).tolist(), cfg)
+        task = cls.from_references(np.asarray(ds.arrays["captions"]).tolist(), cfg)
+        task.world = world
+        return task
+
+    def with_config(self, **changes: Any) -> CaptioningTask:
+        """A shallow copy of the task (same vocabulary, scorer and caches) with
+        ``cfg = dataclasses.replace(cfg, **changes)``; the token settings cannot change."""
+        fixed = {"max_len", "min_count", "reference_images", "score_eos"} & set(changes)
+        if fixed:
+            raise ValueError(f"{sorted(fixed)} fix the vocabulary or the scorer: build a new "
+                             "task instead")
+        out = copy.copy(self)
+        out.cfg = dataclasses.replace(self.cfg, **changes)
+        return out
 
     # --- tokens -------------------------------------------------------------------------------
     def tokenize(self, example: Mapping[str, Any], index: int | None = None) -> np.ndarray:
@@ -292,7 +326,9 @@ class CaptioningTask:
 
     def reward(self, samples: np.ndarray, batch: Mapping[str, Any], frozen: Any = None
                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """CIDEr-D float32 [B,N] of ``samples`` int [B,N,L] against ``batch["captions"]``."""
+        """CIDEr-D float32 [B,N] of ``samples`` int [B,N,L] against ``batch["captions"]``
+        (plus ``grounded_weight`` × the grounded judge's F1 against the scene of
+        ``batch["image_id"]``, where the weight is set)."""
         samples = np.asarray(samples)
         if samples.ndim != 3:
             raise ValueError(f"samples must be [B,N,L], got shape {samples.shape}")
@@ -306,8 +342,35 @@ class CaptioningTask:
         scores = self.scorer.score_ids(cand, cider.encode(flat, self.scorer.words), ref_image,
                                        np.repeat(np.arange(b), n))
         words = cand.lengths - (self.cfg.score_eos & (samples == EOS).any(-1).reshape(-1))
-        return (scores.reshape(b, n).astype(np.float32),
-                {"caption_words": np.float32(words.mean())})
+        scores = scores.reshape(b, n).astype(np.float32)
+        aux = {"caption_words": np.float32(words.mean())}
+        if self.cfg.grounded_weight:
+            f1 = self.grounded_f1(samples, batch)
+            scores = scores + np.float32(self.cfg.grounded_weight) * f1
+            aux["grounded_f1"] = np.float32(f1.mean())
+        return scores, aux
+
+    def grounded_f1(self, samples: np.ndarray, batch: Mapping[str, Any]) -> np.ndarray:
+        """float32 [B,N]: the grounded judge's object F1 of each caption of ``samples``
+        [B,N,L] against the scene of ``batch["image_id"]`` (regenerated once per image)."""
+        from rlcv_lib.tasks.captioning import judge
+
+        if self.world is None:
+            raise ValueError("the grounded reward needs the scenes world's truth: build the "
+                             "task with CaptioningTask.for_world (real captions have none), or "
+                             "set captioning.grounded_weight=0")
+        if "image_id" not in batch:
+            raise KeyError("the grounded reward needs batch['image_id'] (int [B])")
+        ids = np.asarray(batch["image_id"]).reshape(-1).tolist()
+        if len(ids) != len(samples):
+            raise ValueError(f"{len(ids)} image ids for {len(samples)} images of samples")
+        for i in ids:
+            if i not in self._truth:
+                if len(self._truth) >= _REF_CACHE_SIZE:
+                    self._truth.clear()
+                self._truth[i] = judge.scene_truth(self.world, i)
+        return np.array([[judge.caption_f1(self.detokenize(t), self._truth[i]) for t in row]
+                         for i, row in zip(ids, samples, strict=True)], np.float32)
 
     # --- judge --------------------------------------------------------------------------------
     def evaluate(self, predictions: Sequence[str], examples: Sequence[Mapping[str, Any]]
