@@ -43,7 +43,8 @@ def test_examples_with_the_scene_truth_and_the_contrast_choice():
                     np.array([0.5, 0.9, -1.0, 0.0], np.float32))
     before = Decoded([before.captions[0], f"a {named[1]}", "a", "no shapes"],
                      before.reward)
-    assert cfig.contrast_indices(before, after, truths, 3) == [1, 0]
+    assert cfig.contrast_indices(before, after, truths, 3) == [1, 0, 3]
+    assert cfig.contrast_indices(before, after, truths, 9) == [1, 0, 3, 2]
     assert cfig.contrast_indices(before, after, truths, 1) == [1]
     rows = cfig.example_rows(split, {"MLE": before, "LOO": after}, [0, 1], truths)
     assert rows[0]["scene"] == judge.describe_truth(truths[0])

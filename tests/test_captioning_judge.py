@@ -165,6 +165,8 @@ def test_aggregate_pools_claims_and_caption_f1():
     assert m["precision"] == 0.5 and m["recall"] == pytest.approx(1 / 6)
     assert m["F1"] == pytest.approx(2 * 0.5 * (1 / 6) / (0.5 + 1 / 6))
     assert np.isnan(m["count accuracy"]) and np.isnan(m["relation accuracy"])
+    silent = jd.aggregate(["", "zebra"], [SCENE, SCENE])
+    assert np.isnan(silent["precision"]) and silent["recall"] == silent["F1"] == 0
     with pytest.raises(ValueError, match="2 captions for 1 scenes"):
         jd.aggregate(["a", "b"], [SCENE])
     assert jd.caption_f1("", []) == 1.0 and jd.caption_f1("a red circle", []) == 0.0

@@ -38,14 +38,16 @@ def contrast_indices(before: Decoded, after: Decoded, truths: Sequence[Sequence[
                      num: int) -> list[int]:
     """Up to ``num`` images where ``after`` gained the most CIDEr-D over ``before`` while its
     grounded F1 fell (the reward rose, the truth did not), most gained first; images where
-    both rose fill the rest: examples of what a CIDEr-D gain is made of."""
+    both rose, then the others by CIDEr-D gain, fill the rest: examples of what a CIDEr-D gain
+    is made of (``num`` of them whenever there are that many images)."""
     gain = np.asarray(after.reward, np.float64) - np.asarray(before.reward, np.float64)
     f1_gain = (judge.caption_f1s(after.captions, truths)
                - judge.caption_f1s(before.captions, truths))
     order = np.argsort(-gain, kind="stable")
     worse = [int(i) for i in order if gain[i] > 0 and f1_gain[i] < 0]
     better = [int(i) for i in order if gain[i] > 0 and f1_gain[i] > 0]
-    return (worse[:num] + better)[:num]
+    chosen = (worse[:num] + better)[:num]
+    return chosen + [int(i) for i in order if int(i) not in chosen][:num - len(chosen)]
 
 
 def draw_examples(split: ev.Split, decoded: Mapping[str, Decoded], indices: Sequence[int],

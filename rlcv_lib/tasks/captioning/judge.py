@@ -219,11 +219,13 @@ def _f1(p: float, r: float) -> float:
 
 
 def rates(tallies: Mapping[str, float]) -> dict[str, float]:
-    """:data:`RATES` of (summed) :data:`TALLIES`; NaN where a rate has no claims."""
+    """:data:`RATES` of (summed) :data:`TALLIES`; NaN where a rate has no claims (F1: where
+    there are no things; captions that claim nothing have F1 0)."""
     p = _ratio(tallies["objects found"], tallies["objects claimed"])
     r = _ratio(tallies["things named"], tallies["things"])
-    return {"precision": p, "recall": r,
-            "F1": _f1(p, r) if np.isfinite(p) and np.isfinite(r) else float("nan"),
+    # no claims name nothing (recall 0): F1 0, not undefined; NaN only for a scene-less split
+    f1 = float("nan") if np.isnan(r) else (0.0 if np.isnan(p) else _f1(p, r))
+    return {"precision": p, "recall": r, "F1": f1,
             "count accuracy": _ratio(tallies["counts right"], tallies["counts"]),
             "relation accuracy": _ratio(tallies["relations right"], tallies["relations"])}
 
