@@ -15,11 +15,16 @@ tune captioning`` run)::
   differs: the mean reward of the image's other N − 1 samples (leave-one-out, the paper's) or
   the reward of the image's greedy caption (self-critical sequence training, Rennie et al.
   2017, with N samples per image as in its later implementations).
+* **A grounded comparison run and a control.** ``LOO, grounded`` (:data:`GROUNDED_RUN`) is
+  the leave-one-out tuning with the reward CIDEr-D + ``captioning.grounded_run_weight`` × the
+  grounded judge's object F1 (:mod:`rlcv_lib.tasks.captioning.judge`); ``MLE as long``
+  (:data:`MLE_AS_LONG`) is the MLE model trained on by MLE for the seconds of updates the
+  leave-one-out tuning took.
 * **Curve during tuning** (:func:`make_tune_eval`): on ``captioning.val_size`` fixed validation
-  images, the fast CIDEr-D reward (training-set document frequencies) of ``rl.num_samples``
-  samples per image drawn with a fixed key (``reward_sampled``: what REINFORCE maximises), of
-  the greedy caption (``reward_greedy``), and pycocoevalcap's CIDEr-D/BLEU-4/ROUGE-L of the
-  greedy captions (the judge).
+  images, the reward (training-set document frequencies) of ``rl.num_samples`` samples per
+  image drawn with a fixed key (``reward_sampled``: what REINFORCE maximises), of the greedy
+  caption (``reward_greedy``), pycocoevalcap's CIDEr-D/BLEU-4/ROUGE-L of the greedy captions,
+  and the grounded judge's precision, recall and F1 of them.
 * **Checkpoint choice** (:class:`~rlcv_lib.core.evaluate.BestState` on disk): the evaluation
   (step 0 = the MLE model included) with the highest validation ``captioning.select_on`` is kept
   (its parameters saved in ``workdir/best``); :func:`tune_and_select` loads it into the model
