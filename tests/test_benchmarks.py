@@ -90,3 +90,10 @@ def test_cider_script_checks_agreement_then_records():
     out = _run("bench_cider.py", "--train-images", "40", "--sizes", "2x2", "--repeat", "1",
                "--no-save")
     assert "| ours cold 2x2 |" in out and ">= 10x pycocoevalcap" in out
+
+
+def test_panoptic_reward_script_checks_agreement_then_records():
+    out = _run("bench_panoptic_reward.py", "--images", "2", "--samples", "2", "--upscale", "2",
+               "--repeats", "1", "--no-save")
+    assert "equal to panopticapi" in out and "| ours, JAX float32 (jit, batched), cpu" in out
+    assert "the same maps at 128²" in out
