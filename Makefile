@@ -38,8 +38,11 @@ test: setup  ## lint, unit tests, then every notebook in the smoke preset (nbval
 	$(MAKE) --no-print-directory unit-test
 	$(MAKE) --no-print-directory notebook-test
 
+# Two workers (pytest-xdist), each test file on one of them (its module fixtures built once):
+# JAX's compiles and the Python between small ops use one core each. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= 2
 unit-test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) tests
 
 # papermill injects the smoke parameters into copies under a temporary dir (prepare-only), nbval
 # executes the copies, then a test checks that each notebook wrote what the manifest declares.

@@ -25,7 +25,10 @@ word (no empty caption) and position ``max_len - 1`` takes EOS.
 references (``batch["captions"]``, [B][M] strings, normalised as above), with document
 frequencies and ``log(#images)`` fixed from the training references. With ``score_eos``
 (the SCST convention) every reference, training reference and emitted EOS carries a final
-word ``<eos>``, so "ends here" is scored like any other word.
+word ``<eos>``, so "ends here" is scored like any other word. With
+``captioning.grounded_weight`` > 0 (scenes world only) the reward adds that weight × the
+caption's object F1 under the grounded judge (:mod:`rlcv_lib.tasks.captioning.judge`), read
+against the scene of ``batch["image_id"]``.
 
 **Judge** (:meth:`CaptioningTask.evaluate`): pycocoevalcap's CIDEr-D (corpus mode: df from
 the evaluated split's references), BLEU-4 and ROUGE-L; with Java present (and
