@@ -167,9 +167,13 @@ for ax, (k, title, ylabel) in zip(axes, panels, strict=True):
     ax.set(xlabel="REINFORCE update", ylabel=ylabel, title=title)
     ax.title.set_fontsize(9)
     ax.legend()
+fig.tight_layout()
 ctx.save_figure(fig, "captioning_tuning_curves.png")
 plt.show()
-corr = ct.reward_metric_correlation(runs)
+# pooled ("all") over the runs whose reward is CIDEr-D alone; the grounded run's reward differs
+corr = ct.reward_metric_correlation([r for r in runs if r.name in ct.BASELINES])
+corr |= {r.name: ct.reward_metric_correlation([r])[r.name] for r in runs
+         if r.name not in ct.BASELINES}
 print("Pearson r of validation reward (greedy) and CIDEr-D over the evaluations:",
       {k: round(v, 3) for k, v in corr.items()})
 
