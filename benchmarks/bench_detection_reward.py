@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import time
 
 import numpy as np
-from record import Suite
+from record import Suite, best_of
 
 from rlcv_lib.data import coco_export
 from rlcv_lib.tasks.detection import reward_released as R
@@ -47,15 +46,6 @@ def settings() -> dict[str, tuple[int, int, int, int]]:
     out["paper-like"] = (paper.detection.max_level, paper.detection.num_slots,
                          paper.world.max_objects, 80)
     return out
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def coco_gt(boxes: np.ndarray, labels: np.ndarray, num_cls: int):

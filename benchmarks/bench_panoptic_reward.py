@@ -26,24 +26,14 @@ import argparse
 import contextlib
 import io
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from record import Suite
+from record import Suite, best_of
 
 from rlcv_lib.tasks.panoptic import reward as pq
 
 OFFSET = 256 * 256 * 256
-
-
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def predictions_of(rng: np.random.Generator, gt: np.ndarray, categories: np.ndarray

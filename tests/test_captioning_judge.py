@@ -124,14 +124,18 @@ def test_shorter_captions_never_raise_recall(world):
                 assert jd.judge(shorter, truth)["things named"] <= full, (text, shorter)
 
 
-def test_references_are_judged_correct_on_the_whole_cpu_test_split():
+def _references_judged(world, split, num):
     captions, truths = [], []
-    for i in range(CPU.test_size):
-        sc = scenes.generate(CPU, "test", i)
-        truth = jd.scene_truth(CPU, sc.image_id, sc.captions)
+    for i in range(num):
+        sc = scenes.generate(world, split, i)
+        truth = jd.scene_truth(world, sc.image_id, sc.captions)
         captions += sc.captions
         truths += [truth] * len(sc.captions)
-    m = jd.aggregate(captions, truths)
+    return jd.aggregate(captions, truths)
+
+
+def test_references_are_judged_correct_on_the_whole_cpu_test_split():
+    m = _references_judged(CPU, "test", CPU.test_size)
     assert m["precision"] == m["count accuracy"] == m["relation accuracy"] == 1
     assert m["objects claimed/caption"] > 1 and m["counts/caption"] > 0.5
     assert m["relations/caption"] > 0.1
@@ -139,13 +143,7 @@ def test_references_are_judged_correct_on_the_whole_cpu_test_split():
 
 
 def test_references_are_judged_correct_in_a_world_of_every_shape():
-    captions, truths = [], []
-    for i in range(300):
-        sc = scenes.generate(ALL, "train", i)
-        truth = jd.scene_truth(ALL, sc.image_id, sc.captions)
-        captions += sc.captions
-        truths += [truth] * len(sc.captions)
-    m = jd.aggregate(captions, truths)
+    m = _references_judged(ALL, "train", 300)
     assert m["precision"] == m["count accuracy"] == m["relation accuracy"] == 1
 
 
