@@ -97,3 +97,9 @@ def test_panoptic_reward_script_checks_agreement_then_records():
                "--repeats", "1", "--no-save")
     assert "equal to panopticapi" in out and "| ours, JAX float32 (jit, batched), cpu" in out
     assert "the same maps at 128²" in out
+
+
+def test_colorization_reward_script_checks_agreement_then_records():
+    out = _run("bench_colorization_reward.py", "--images", "2", "--samples", "2", "--size", "64",
+               "--repeats", "1", "--no-save")
+    assert "JAX float32 equals NumPy float64" in out and "| JAX float32 (jit), 64² B=2×2" in out
