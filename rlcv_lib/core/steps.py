@@ -148,25 +148,38 @@ def make_mle_step(task: Any, model_cfg: Any = None, rl_cfg: RLConfig | None = No
         optimizer.update(model, grads)
         return {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
 
-    updates = {donate: split_state.jit_over_leaves(update_in_place, returns_state=True,
-                                                   donate=donate) for donate in (True, False)}
-
-    def arrays(batch):
+    def arrays(batch, rng=None):
         images, tokens = _batch_arrays(batch, "image", "tokens")
         return images, tokens.astype(jnp.int32)
 
+    return update_step(update_in_place, arrays, check=lambda model: _check_model(model, task))
+
+
+def update_step(update_in_place: Callable[..., Metrics],
+                arrays: Callable[[Any, Any], tuple[Any, ...]],
+                check: Callable[[nnx.Module], None] | None = None):
+    """``step(model, optimizer, batch, rng) -> metrics`` with its pure form ``step.functional``
+    (module docstring) for an update ``update_in_place(model, optimizer, *arrays(batch, rng))``
+    that mutates the objects and returns metrics; ``check(model)`` runs before either form
+    (e.g. refusing a model built for another task). The MLE step and UViM's stage I step are
+    both made here."""
+    updates = {donate: split_state.jit_over_leaves(update_in_place, returns_state=True,
+                                                   donate=donate) for donate in (True, False)}
+
     def make_step(structure, donate):
         pure = updates[donate](structure)
-        return lambda state, batch, rng=None: pure(state, *arrays(batch))
+        return lambda state, batch, rng=None: pure(state, *arrays(batch, rng))
 
     in_place = nnx.jit(update_in_place)  # the same update on the live objects
 
     def step(model, optimizer, batch, rng=None) -> Metrics:
-        _check_model(model, task)
-        return in_place(model, optimizer, *arrays(batch))
+        if check is not None:
+            check(model)
+        return in_place(model, optimizer, *arrays(batch, rng))
 
     def functional(model, optimizer) -> FunctionalStep:
-        _check_model(model, task)
+        if check is not None:
+            check(model)
         return _pure(model, optimizer, make_step)
 
     step.functional = functional

@@ -1,0 +1,3 @@
+"""UViM's shared code (docs/design.md §10.2), used by the panoptic and colorization tasks: stage
+I training and evaluation (``stage1``) around the VQ-VAE of :mod:`rlcv_lib.models.vqvae`. Not a
+task itself (no ``SPEC``): the tasks that build on it declare their stages."""
