@@ -45,12 +45,13 @@ unit-test: setup
 	$(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) tests
 
 # papermill injects the smoke parameters into copies under a temporary dir (prepare-only), nbval
-# executes the copies, then a test checks that each notebook wrote what the manifest declares.
+# executes the copies (each notebook on one worker: its cells share a kernel), then a test checks
+# that each notebook wrote what the manifest declares.
 notebook-test: setup
 	@d=$$(mktemp -d -t rlcv-nb-XXXXXX) && echo "smoke notebooks in $$d" && \
 	$(PY) -m rlcv_lib.reproduce prepare --preset smoke --out $$d && \
 	(cd $$d && $(abspath $(PY)) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --rootdir $$d prepared/) && \
+	  $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) --rootdir $$d prepared/) && \
 	RLCV_NOTEBOOK_OUTPUTS=$$d $(PY) -m pytest -q tests/check_notebook_outputs.py && rm -rf $$d
 
 lint: setup  ## ruff
