@@ -77,8 +77,7 @@ def _stage(spec: tasks.TaskSpec, stage: str | None) -> tasks.Stage:
 
 
 def _default_workdir(spec: tasks.TaskSpec, stage: tasks.Stage, preset: str) -> Path:
-    leaf = spec.name if len(spec.stages) == 1 else f"{spec.name}-{stage.name}"
-    return Path("runs/pretrain") / f"{leaf}-{preset}"
+    return Path("runs/pretrain") / f"{spec.stage_label(stage)}-{preset}"
 
 
 def _mesh(args: argparse.Namespace):

@@ -71,6 +71,8 @@ CORE_SECTIONS: dict[str, tuple[str, str, str]] = {
     "world": ("rlcv_lib.data.scenes", "WorldConfig", "WORLD_PRESETS"),
     "train": ("rlcv_lib.core.train", "TrainConfig", "TRAIN_PRESETS"),  # MLE pretraining
     "tune": ("rlcv_lib.core.train", "TrainConfig", "TUNE_PRESETS"),  # reward tuning
+    "vqvae": ("rlcv_lib.models.vqvae", "VQVAEConfig", "VQVAE_PRESETS"),  # UViM stage I model
+    "stage1": ("rlcv_lib.core.train", "TrainConfig", "STAGE1_PRESETS"),  # UViM stage I training
 }
 
 
@@ -96,11 +98,31 @@ def tuning_field(default: Any) -> Any:
     return dataclasses.field(default=default, metadata={TUNING: True})
 
 
-def mle_fields(section: Any) -> dict[str, Any]:
-    """The fields of a section dataclass that MLE depends on (all but its tuning fields)."""
+ADDED = "added"
+"""Metadata key of a field added after checkpoints were shipped (:func:`added_field`)."""
+
+
+def added_field(default: Any) -> Any:
+    """A field added to a section after checkpoints and caches were made with it. At its
+    default it is left out of every hash (:func:`hashed_fields`), so a config that leaves it
+    there keeps the hashes, shipped checkpoints and cache keys made before the field existed;
+    its default must therefore keep the old behaviour exactly."""
+    return dataclasses.field(default=default, metadata={ADDED: True})
+
+
+def hashed_fields(section: Any) -> dict[str, Any]:
+    """``{field: value}`` of a section dataclass as hashes see it: every field but the
+    :func:`added_field` ones left at their default."""
     values = dataclasses.asdict(section)
     return {f.name: values[f.name] for f in dataclasses.fields(section)
-            if not f.metadata.get(TUNING)}
+            if not (f.metadata.get(ADDED) and values[f.name] == f.default)}
+
+
+def mle_fields(section: Any) -> dict[str, Any]:
+    """The fields of a section dataclass that MLE depends on (all but its tuning fields), as
+    hashes see them (:func:`hashed_fields`)."""
+    tuning = {f.name for f in dataclasses.fields(section) if f.metadata.get(TUNING)}
+    return {k: v for k, v in hashed_fields(section).items() if k not in tuning}
 
 
 class ConfigError(ValueError):
@@ -157,9 +179,9 @@ class Config:
     def hashed(self, *, sections: tuple[str, ...] | None = None,
                mle_only: bool = False) -> dict[str, Any]:
         """What :meth:`hash` covers: ``{section: {field: value}}`` (JSON-able)."""
-        d = self.to_dict()
-        if mle_only:
-            d = {k: v if k == "preset" else mle_fields(self.sections[k]) for k, v in d.items()}
+        fields = mle_fields if mle_only else hashed_fields
+        d = {"preset": self.preset,
+             **{k: fields(v) for k, v in sorted(self.sections.items())}}
         if sections is not None:
             d = {k: d[k] for k in sections}
         return json.loads(json.dumps(d, default=str))

@@ -1,6 +1,7 @@
 """Presets: one mechanism, typed fields, errors that name what is wrong."""
 
 import dataclasses
+import types
 
 import pytest
 
@@ -149,3 +150,22 @@ def test_check_consistent_names_both_fields():
     config.check_consistent(cfg.override({"model.image_size": 48}))
     config.check_consistent(config.get_config("smoke", {"world.image_size": 48}))  # no task
     config.check_consistent(config.get_config("smoke", task="toy"))  # the toy has no world
+
+
+def test_an_added_field_at_its_default_keeps_the_hashes_made_before_it():
+    @dataclasses.dataclass(frozen=True)
+    class Before:
+        size: int = 3
+
+    @dataclasses.dataclass(frozen=True)
+    class After:
+        size: int = 3
+        vivid: bool = config.added_field(False)
+
+    def cfg(section):
+        return config.Config("cpu", types.MappingProxyType({"world": section}))
+
+    assert cfg(After()).hash() == cfg(Before()).hash()
+    assert cfg(After()).hash(mle_only=True) == cfg(Before()).hash(mle_only=True)
+    assert cfg(After(vivid=True)).hash() != cfg(Before()).hash()
+    assert config.hashed_fields(After(vivid=True)) == {"size": 3, "vivid": True}

@@ -176,7 +176,8 @@ def test_a_later_stage_made_from_another_earlier_stage_is_refused(monkeypatch, t
         pretrained.load_or_pretrain(RECIPE, cfg, None, stage="stage2")
 
 
-@pytest.mark.parametrize("task_name", [n for n in tasks.NAMES if tasks.get(n).stages])
+@pytest.mark.parametrize("task_name", [n for n in tasks.NAMES
+                                       if tasks.get(n).stages and tasks.get(n).stage().shipped])
 def test_the_shipped_cpu_checkpoints_match_the_cpu_preset(task_name):
     """A change to the cpu preset's MLE sections (or the world) must come with `make pretrain`."""
     from rlcv_lib.data import scenes
@@ -188,3 +189,10 @@ def test_the_shipped_cpu_checkpoints_match_the_cpu_preset(task_name):
                               sections=pretrained.mle_sections(task_name))
     assert manifest["task"] == task_name and manifest["steps"] > 0
     assert config.hash_of(manifest["config"]) == manifest["config_hash"]  # fields to name
+
+
+def test_stages_declared_unshipped_have_no_checkpoint():
+    for name in tasks.NAMES:
+        for stage in tasks.get(name).stages:
+            path = pretrained.shipped_path(name, "cpu", stage=stage.name)
+            assert (path / checkpoint.MANIFEST).exists() == stage.shipped, (name, stage.name)

@@ -191,11 +191,14 @@ class BestState:
 
 
 def wrong_image_control(recipe: Any, model, task: Any, batch: Mapping[str, np.ndarray]
-                        ) -> dict[str, dict[str, float]]:
+                        ) -> dict[str, dict[str, float]] | None:
     """NLL per token kind (``recipe.token_masks``) of ``batch``'s ground truth
     (``recipe.truth_tokens``) with its true images and with the images rolled by one (each
     sequence paired with another scene): ``{"true": {...}, "wrong": {...}, "gap": wrong -
-    true}``. A gap near 0 means the model does not use the image for that kind."""
+    true}``. A gap near 0 means the model does not use the image for that kind. None for a
+    recipe whose model emits no tokens (no ``truth_tokens``)."""
+    if recipe.truth_tokens is None:
+        return None
     if len(batch["image"]) < 2:
         raise ValueError(f"the wrong-image control needs >= 2 images, got {len(batch['image'])}")
     tokens = recipe.truth_tokens(task, batch)

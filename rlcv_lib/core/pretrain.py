@@ -34,10 +34,32 @@ class Recipe:
     """``(task, loader, seed) -> (step -> batch)``, a pure function of (seed, step)."""
     make_evaluator: Callable[[Any, Any], Callable[..., dict[str, float]]]
     """``(task, val: evaluate.Split) -> fn(model, step=0) -> metrics``."""
-    truth_tokens: Callable[[Any, dict], np.ndarray]
-    """``(task, batch) -> int32 [B,L]``: deterministic ground-truth sequences."""
-    token_masks: Callable[[Any, np.ndarray], dict[str, np.ndarray]]
+    truth_tokens: Callable[[Any, dict], np.ndarray] | None = None
+    """``(task, batch) -> int32 [B,L]``: deterministic ground-truth sequences (None: the model
+    emits no tokens, e.g. UViM's stage I, and has no wrong-image control)."""
+    token_masks: Callable[[Any, np.ndarray], dict[str, np.ndarray]] | None = None
     """``(task, tokens [B,L]) -> {kind: bool [B,L]}``: the token kinds of the control."""
+    build: Callable[[Any, Any], Any] | None = None
+    """``(cfg, task) -> model`` (None: the encoder-decoder of ``cfg.model`` for the task, seeded
+    by ``cfg.run.seed``); UViM's stage I brings its VQ-VAE."""
+    make_step: Callable[[Any, Any], Any] | None = None
+    """``(cfg, task) -> step`` with the trainer's contract (None: the task's MLE step)."""
+    train_section: str = "train"
+    """The config section holding the :class:`~rlcv_lib.core.train.TrainConfig` it trains with."""
+
+    def model(self, cfg: Any, task: Any) -> Any:
+        """A freshly initialised model of this recipe."""
+        if self.build is not None:
+            return self.build(cfg, task)
+        return build_model(cfg.model, task, seed=cfg.run.seed)
+
+    def step(self, cfg: Any, task: Any) -> Any:
+        """The training step of this recipe."""
+        return self.make_step(cfg, task) if self.make_step else steps.make_mle_step(task)
+
+    def train_config(self, cfg: Any) -> train.TrainConfig:
+        """The training settings of this recipe in ``cfg``."""
+        return getattr(cfg, self.train_section)
 
 
 @dataclasses.dataclass
@@ -55,21 +77,22 @@ class PretrainResult:
 def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examples: int = 256,
              train_size: int | None = None, cache_dir: str | None = None,
              progress: bool = True, mesh: jax.sharding.Mesh | None = None) -> PretrainResult:
-    """MLE pretraining of ``cfg.model`` on ``cfg.world`` with ``cfg.train`` (resumes from
+    """MLE pretraining of the recipe's model on ``cfg.world`` with its training section
+    (``cfg.train`` unless the recipe names another; resumes from
     ``workdir``'s checkpoints); validation metrics (the recipe's evaluator on the first
     ``eval_examples`` validation scenes) every ``train.eval_every`` updates and at step 0.
     ``train_size``: stream over only the first that many training scenes (None: the split).
     ``mesh``: data-parallel over its devices (:mod:`rlcv_lib.core.parallel`)."""
     task = recipe.make_task(cfg, cache_dir)
-    model = build_model(cfg.model, task, seed=cfg.run.seed)
-    tcfg = cfg.train
+    model = recipe.model(cfg, task)
+    tcfg = recipe.train_config(cfg)
     seed = evaluate.seed_for(cfg.run.seed, "pretrain")
     src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,
                               size=train_size)
     loader = pipeline.Loader(src, tcfg.micro_batch_size, seed=seed,
                              max_boxes=cfg.world.max_objects)
     val = evaluate.load_split(cfg, "validation", eval_examples, cache_dir)
-    result = train.fit(model, optim.make_optimizer(model, tcfg), steps.make_mle_step(task),
+    result = train.fit(model, optim.make_optimizer(model, tcfg), recipe.step(cfg, task),
                        recipe.make_batch_fn(task, loader, seed), seed=seed,
                        workdir=workdir,
                        eval_fn=recipe.make_evaluator(task, val),
@@ -84,6 +107,6 @@ def restore_model(recipe: Recipe, cfg: Any, workdir: str | Path, step: int | Non
     """``(model, task, step)``: the model of :func:`pretrain`'s checkpoint ``step`` (default the
     latest) in ``workdir``."""
     task = recipe.make_task(cfg, cache_dir)
-    model = build_model(cfg.model, task, seed=cfg.run.seed)
+    model = recipe.model(cfg, task)
     step = checkpoint.restore(Path(workdir) / "checkpoints", model, step=step)
     return model, task, step

@@ -37,7 +37,6 @@ from rlcv_lib.core import checkpoint, evaluate
 from rlcv_lib.core.history import History
 from rlcv_lib.core.pretrain import PretrainResult, Recipe, pretrain, restore_model
 from rlcv_lib.data import scenes
-from rlcv_lib.models import build_model
 
 ROOT = Path(__file__).resolve().parents[2] / "checkpoints"
 """Where shipped checkpoints live (``checkpoints/`` beside the package)."""
@@ -67,23 +66,23 @@ when training stopped and what it logged, not what the model is (the manifest re
 Under a decaying schedule ``num_steps`` shapes the learning rate, so it must match."""
 
 
-def matching_config(cfg: Any) -> Any:
-    """``cfg`` with the bookkeeping fields of its ``train`` section reset to their defaults: what
-    a shipped checkpoint's config hash is computed from."""
-    ignore = BOOKKEEPING_FIELDS if cfg.train.schedule == "constant" else BOOKKEEPING_FIELDS[1:]
-    default = type(cfg.train)()
-    train = dataclasses.replace(cfg.train, **{f: getattr(default, f) for f in ignore})
-    return cfg.replace(train=train)
+def matching_config(cfg: Any, section: str = "train") -> Any:
+    """``cfg`` with the bookkeeping fields of its training section (``train``, or the one a
+    recipe names) reset to their defaults: what a shipped checkpoint's config hash is computed
+    from."""
+    tcfg = getattr(cfg, section)
+    ignore = BOOKKEEPING_FIELDS if tcfg.schedule == "constant" else BOOKKEEPING_FIELDS[1:]
+    default = type(tcfg)()
+    reset = dataclasses.replace(tcfg, **{f: getattr(default, f) for f in ignore})
+    return cfg.replace(**{section: reset})
 
 
 def shipped_path(task_name: str, preset: str, root: str | Path | None = None,
                  stage: str | None = None) -> Path:
-    """``checkpoints/<task>-<preset>`` (a one-stage task) or
-    ``checkpoints/<task>-<stage>-<preset>`` (each stage of a multi-stage one)."""
+    """``checkpoints/<task>-<preset>`` (a one-stage task's ``mle`` stage) or
+    ``checkpoints/<task>-<stage>-<preset>`` (e.g. UViM's stages)."""
     spec = tasks.get(task_name)
-    name = spec.stage(stage).name
-    leaf = f"{task_name}-{preset}" if len(spec.stages) == 1 else f"{task_name}-{name}-{preset}"
-    return Path(ROOT if root is None else root) / leaf
+    return Path(ROOT if root is None else root) / f"{spec.stage_label(spec.stage(stage))}-{preset}"
 
 
 def manifest_hash(path: str | Path) -> str:
@@ -163,7 +162,7 @@ def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | N
     records = run.history.records()
     evals = run.history.records("eval")
     manifest = checkpoint.make_manifest(
-        matching_config(cfg), scenes.WORLD_VERSION,
+        matching_config(cfg, recipe.train_section), scenes.WORLD_VERSION,
         steps=max((r["step"] for r in records), default=0),
         train_seconds=max([run.seconds] + [r.get("time", 0.0) for r in records]),
         sections=_stage_of(recipe, stage).sections, metrics=_last_metrics(evals),
@@ -250,8 +249,8 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
     path = default if path is None else Path(path)
     if not cfg.run.from_scratch and (path / checkpoint.MANIFEST).exists():
         task = recipe.make_task(cfg, cache_dir)
-        model = build_model(cfg.model, task, seed=cfg.run.seed)
-        manifest = checkpoint.load_shipped(path, model, matching_config(cfg),
+        model = recipe.model(cfg, task)
+        manifest = checkpoint.load_shipped(path, model, matching_config(cfg, recipe.train_section),
                                            scenes.WORLD_VERSION, sections=this.sections)
         check_stage_chain(manifest, recipe.name, cfg.preset, this.name,
                           root=path.parent if path != default else None)

@@ -127,6 +127,21 @@ TUNE_PRESETS: dict[str, TrainConfig] = {
                          num_steps=30000, log_every=100, eval_every=1000, ckpt_every=1000),
 }
 
+# UViM stage I (the VQ-VAE) with the same dataclass; paper: the released colorization stage I
+# (docs/design.md §10.2: Adafactor, beta2 cap 0.95, lr 4e-4, weight decay 4e-5, cosine, 4k
+# warm-up, clip 1.0, batch 1024 for 100 epochs of ImageNet). cpu: a starting point to measure.
+STAGE1_PRESETS: dict[str, TrainConfig] = {
+    "smoke": TrainConfig(lr=1e-3, warmup_steps=2, batch_size=8, num_steps=8, log_every=2,
+                         eval_every=4, ckpt_every=4),
+    "cpu": TrainConfig(lr=1e-3, warmup_steps=200, schedule="constant", batch_size=32,
+                       num_steps=6000, log_every=50, eval_every=500, ckpt_every=250),
+    "gpu": TrainConfig(lr=1e-3, warmup_steps=500, batch_size=128, num_steps=20000,
+                       log_every=100, eval_every=2500, ckpt_every=2500),
+    "paper": TrainConfig(lr=4e-4, warmup_steps=4000, weight_decay=4e-5, beta2_cap=0.95,
+                         batch_size=1024, num_steps=125000, log_every=100, eval_every=2500,
+                         ckpt_every=1000),
+}
+
 
 def fit_kwargs(cfg: TrainConfig) -> dict[str, int]:
     """The :func:`fit` arguments of a :class:`TrainConfig`, in calls of the step function.

@@ -410,3 +410,12 @@ VQVAE_SIZES: dict[str, VQVAEConfig] = {
                               codebook_size=4096, codeword_dim=768, dtype="bfloat16"),
 }
 """Named stage I sizes; the cpu and gpu rows are starting points to measure (issue 19)."""
+
+VQVAE_PRESETS: dict[str, VQVAEConfig] = {
+    "smoke": VQVAE_SIZES["tiny"],
+    "cpu": VQVAE_SIZES["cpu"],
+    "gpu": VQVAE_SIZES["gpu"],
+    "paper": VQVAE_SIZES["uvim_color"],
+}
+"""The ``vqvae`` config section per preset (a UViM task brings its own targets through its
+spec's shared presets)."""

@@ -17,7 +17,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-NAMES: tuple[str, ...] = ("toy", "detection", "captioning")
+NAMES: tuple[str, ...] = ("toy", "detection", "captioning", "colorization")
 """Every task package under ``rlcv_lib/tasks/``, in the order the notebooks run them."""
 
 
@@ -37,6 +37,9 @@ class Stage:
     """``"module:RECIPE"``, the :class:`~rlcv_lib.core.pretrain.Recipe` that trains it."""
     sections: tuple[str, ...]
     """The config sections that decide what it is (its manifest's config hash covers them)."""
+    shipped: bool = True
+    """Whether ``checkpoints/`` holds its cpu checkpoint (tests hold the cpu preset to it);
+    False while a stage is being built: loading it then trains it."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +80,11 @@ class TaskSpec:
                 return s
         raise ValueError(f"task {self.name!r} has no stage {name!r}; its stages: "
                          f"{[s.name for s in self.stages]}")
+
+    def stage_label(self, stage: Stage) -> str:
+        """``<task>`` for a one-stage task's ``"mle"`` checkpoint, else ``<task>-<stage>``: how
+        its shipped checkpoint and default work directory are named."""
+        return self.name if stage.name == "mle" else f"{self.name}-{stage.name}"
 
     def previous(self, stage: Stage) -> Stage | None:
         """The stage made before ``stage`` (None for the first)."""

@@ -1,3 +1,14 @@
-"""Colorization (UViM, the paper's Figure 1c), being built: so far ``reward``, the colourfulness
-of Hasler & Süsstrunk (2003). The task (stage I and II models, tokens, judges, notebook
-``05_colorization``) and its registry entry come with the shared UViM code."""
+"""Colorization (UViM, the paper's Figure 1c), being built: ``reward`` (colourfulness) and
+``task`` (config, grey input, UViM stage I pretraining). Stage II, tuning and notebook
+``05_colorization`` come with the rest of issue 19; until then the task has one shipped stage,
+``stage1``, and no tuning entry point."""
+
+from rlcv_lib.tasks import Stage, TaskSpec
+
+SPEC = TaskSpec(
+    name="colorization",
+    section="rlcv_lib.tasks.colorization.task:ColorizationConfig:COLORIZATION_PRESETS",
+    shared_presets={"vqvae": "rlcv_lib.tasks.colorization.task:VQVAE_COLOUR_PRESETS"},
+    stages=(Stage("stage1", "rlcv_lib.tasks.colorization.task:STAGE1_RECIPE",
+                  ("world", "vqvae", "stage1", "colorization"), shipped=False),),
+)

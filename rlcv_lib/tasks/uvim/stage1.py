@@ -10,24 +10,33 @@ and each target has a reconstruction loss (``losses[name]``):
 * ``"xent"``: softmax cross-entropy against a one-hot (or soft) target over the channels, mean
   over pixels (panoptic: semantic and instance channels).
 
-The step's loss is their sum. The step (:func:`make_step`) has the trainer's contract
-(docs/design.md §7.4: ``step(model, optimizer, batch, rng)`` and its donated pure form): it draws
-the code-dropout mask from ``rng``, takes one gradient step on the parameters, then adds the
-batch's code assignments to the codebook's moving averages and revives dead codes (the codebook
-is not a parameter; :mod:`rlcv_lib.models.vqvae`). Its metrics: ``loss``, ``loss/<name>``,
+The step's loss is their sum. A task plugs into stage I pretraining with a :class:`Stage1Task`
+(its VQ-VAE config, losses, and how a scenes batch becomes a stage I batch) and
+:func:`make_recipe`, a :class:`~rlcv_lib.core.pretrain.Recipe` that the shared pretraining,
+shipping and command line run like any MLE recipe.
+
+The step (:func:`make_step`) has the trainer's contract (docs/design.md §7.4: ``step(model,
+optimizer, batch, rng)`` and its donated pure form): it draws the code-dropout mask from
+``rng``, takes one gradient step on the parameters, then adds the batch's code assignments to
+the codebook's moving averages and revives dead codes (the codebook is not a parameter;
+:mod:`rlcv_lib.models.vqvae`). Its metrics: ``loss``, ``loss/<name>``,
 ``grad_norm`` and the batch's codebook usage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from rlcv_lib.core import steps
+from rlcv_lib.core.pretrain import Recipe
 from rlcv_lib.models import vqvae
 from rlcv_lib.models.vqvae import VQVAE
 
@@ -128,3 +137,64 @@ def decode_codes(model: VQVAE, codes: jax.Array, image: jax.Array) -> dict[str, 
     """Outputs from codes int [B, L] given ``image`` (any integer sequence decodes): stage II's
     detokenizer."""
     return model.decode_codes(codes, image)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage I as a pretraining recipe.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Stage1Task:
+    """What stage I pretraining needs from a UViM task."""
+
+    name: str
+    vqvae: vqvae.VQVAEConfig
+    """The stage I model's config (its targets are the keys of ``losses``)."""
+    losses: Mapping[str, str]
+    """Reconstruction loss per target (:data:`LOSSES`)."""
+    make_batch: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+    """A scenes batch (``image`` float [B,H,W,3] in [0, 1] and the annotations) -> a stage I
+    batch (module docstring)."""
+    metrics: Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], dict[str, float]]
+    """``(outputs, stage I batch) -> {name: value}``: the task's reconstruction quality (PSNR,
+    PQ, ...), reported with all codes and with none."""
+
+
+def evaluate_stage1(task: Stage1Task, model: VQVAE, batch: Mapping[str, np.ndarray]
+                    ) -> dict[str, float]:
+    """Validation metrics of a stage I model on a stage I ``batch``: the loss and the task's
+    metrics from all codes and from none (the all-codes-dropped control: what the codes carry
+    beyond the image), and the codebook usage of the batch's codes."""
+    targets = {n: jnp.asarray(batch[n], jnp.float32) for n in task.losses}
+    image = jnp.asarray(batch["image"], jnp.float32)
+    with_codes = reconstruct(model, targets, image)
+    without = reconstruct_without_codes(model, image)
+    codes = encode_codes(model, targets, image)
+    out = {}
+    for suffix, outputs in (("", with_codes), ("_without_codes", without)):
+        loss, _ = reconstruction_loss(outputs, targets, task.losses)
+        out[f"loss{suffix}"] = float(loss)
+        host = {k: np.asarray(v) for k, v in outputs.items()}
+        out |= {f"{k}{suffix}": float(v) for k, v in task.metrics(host, batch).items()}
+    usage = vqvae.codebook_usage(vqvae.batch_counts(codes, model.cfg.codebook_size))
+    return out | {k: float(v) for k, v in usage.items()}
+
+
+def make_recipe(name: str, make_task: Callable[[Any, str | None], Stage1Task]) -> Recipe:
+    """The stage I pretraining recipe of task ``name``: the VQ-VAE of ``task.vqvae`` (seeded by
+    ``run.seed``), the stage I step, the ``stage1`` training section, batches from
+    ``task.make_batch`` and :func:`evaluate_stage1` on the validation scenes. No wrong-image
+    control (the model emits no tokens)."""
+
+    def batch_fn(task, loader, seed):
+        return lambda step: task.make_batch(loader.batch(step))
+
+    def evaluator(task, val):
+        batch = task.make_batch(val.batch)
+        return lambda model, step=0: evaluate_stage1(task, model, batch)
+
+    return Recipe(name=name, make_task=make_task, make_batch_fn=batch_fn,
+                  make_evaluator=evaluator,
+                  build=lambda cfg, task: VQVAE(task.vqvae, rngs=nnx.Rngs(cfg.run.seed)),
+                  make_step=lambda cfg, task: make_step(task.vqvae, task.losses),
+                  train_section="stage1")

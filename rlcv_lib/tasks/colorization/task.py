@@ -1,0 +1,100 @@
+"""Colorization (UViM, the paper's Figure 1c) on the scenes world: the task's config, its grey
+input, and stage I of its UViM model (``STAGE1_RECIPE``). Stage II, the tokens, the reward
+tuning and notebook ``05_colorization`` come next (issue 19).
+
+The input is the image's luma replicated to three channels; the target its colour. Both live on
+[−1, 1] in stage I, as in UViM's released colorization (docs/design.md §10.2)::
+
+    scenes batch image  float [B,H,W,3] on [0, 1]
+    -> stage I batch    {"image": grey on [−1, 1] ×3 channels (context), "rgb": colour on [−1, 1]}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Literal
+
+import numpy as np
+
+from rlcv_lib.data import palette
+from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
+from rlcv_lib.tasks.colorization.reward import colourfulness
+from rlcv_lib.tasks.uvim import stage1
+
+LUMA_WEIGHTS = {"bt601": tuple(float(w) for w in palette.LUMA),
+                "tf": (0.2989, 0.5870, 0.1140)}
+"""Grey conversions: ITU-R BT.601, the scenes palette's (objects of one grey level share their
+luma exactly under it), and TensorFlow's ``rgb_to_grayscale``, UViM's (the ``paper`` preset)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ColorizationConfig:
+    """The colorization task."""
+
+    luma: Literal["bt601", "tf"] = "bt601"
+    """The grey conversion of the input (:data:`LUMA_WEIGHTS`)."""
+
+
+COLORIZATION_PRESETS: dict[str, ColorizationConfig] = {
+    "smoke": ColorizationConfig(),
+    "cpu": ColorizationConfig(),
+    "gpu": ColorizationConfig(),
+    "paper": ColorizationConfig(luma="tf"),
+}
+
+VQVAE_COLOUR_PRESETS: dict[str, VQVAEConfig] = {
+    name: dataclasses.replace(cfg, targets=(("rgb", 3),)) for name, cfg in VQVAE_PRESETS.items()}
+"""The ``vqvae`` section for colorization: one RGB target."""
+
+
+def grey(images: np.ndarray, luma: str = "bt601") -> np.ndarray:
+    """float [..., H, W, 3] -> its grey level replicated to three channels (same range)."""
+    w = np.asarray(LUMA_WEIGHTS[luma], np.float32)
+    g = np.asarray(images, np.float32) @ w
+    return np.repeat(g[..., None], 3, axis=-1)
+
+
+def stage1_batch(batch: Mapping[str, np.ndarray], luma: str = "bt601") -> dict[str, np.ndarray]:
+    """A scenes batch -> the stage I batch (module docstring)."""
+    image = np.asarray(batch["image"], np.float32)
+    if image.ndim != 4 or image.shape[-1] != 3:
+        raise ValueError(f"batch['image'] must be [B,H,W,3] RGB, got {image.shape}")
+    return {"image": grey(image, luma) * 2 - 1, "rgb": image * 2 - 1}
+
+
+def psnr(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-image PSNR in dB [B] of images on [−1, 1] (peak-to-peak 2, UViM's evaluator);
+    ``pred`` is clipped to the range first. Identical images give inf."""
+    pred = np.clip(pred, -1, 1)
+    mse = np.mean((pred - truth) ** 2, axis=(1, 2, 3))
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(4.0 / mse)
+
+
+def stage1_metrics(outputs: Mapping[str, np.ndarray], batch: Mapping[str, np.ndarray]
+                   ) -> dict[str, float]:
+    """Stage I's reconstruction quality: mean PSNR against the colour truth, and the mean
+    colourfulness of the (clipped) reconstruction beside the truth's."""
+    pred = np.clip(outputs["rgb"], -1, 1)
+    return {"psnr": float(np.mean(psnr(pred, batch["rgb"]))),
+            "colourfulness": float(np.mean(colourfulness(pred))),
+            "colourfulness_truth": float(np.mean(colourfulness(batch["rgb"])))}
+
+
+def make_stage1_task(cfg, cache_dir: str | None = None) -> stage1.Stage1Task:
+    """Stage I of ``cfg`` (its ``vqvae`` section with the RGB target)."""
+    if cfg.vqvae.targets != (("rgb", 3),):
+        raise ValueError(f"colorization's stage I has one target ('rgb', 3), got "
+                         f"vqvae.targets={cfg.vqvae.targets}")
+    if cfg.vqvae.image_size != cfg.world.image_size:
+        raise ValueError(f"vqvae.image_size={cfg.vqvae.image_size} differs from "
+                         f"world.image_size={cfg.world.image_size}")
+    luma = cfg.colorization.luma
+    return stage1.Stage1Task(name="colorization", vqvae=cfg.vqvae, losses={"rgb": "l2"},
+                             make_batch=lambda batch: stage1_batch(batch, luma),
+                             metrics=stage1_metrics)
+
+
+STAGE1_RECIPE = stage1.make_recipe("colorization", make_stage1_task)
+"""Stage I pretraining of colorization (``python -m rlcv_lib pretrain colorization cpu``)."""
