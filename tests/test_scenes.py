@@ -200,3 +200,71 @@ def test_world_version_is_bumped_when_the_world_changes():
             pytest.fail(f"WORLD_VERSION is {scenes.WORLD_VERSION}: record its golden hashes")
         got = scenes.annotation_hash(scenes.example(CROWDED, "validation", index))
         assert got == want, "the scenes world changed without a WORLD_VERSION bump"
+
+
+GOLDEN_CPU = {  # (world version, cpu preset, validation index) -> annotation hash, recorded
+    (3, 0): "bbe1abd9c7ebb409ead31d7522587c5a657d86b12e22c0fb82295ca1e5460ee4",  # before
+    (3, 1): "d47c99f45743b762a73c166149079bf5d90fb328e0d6af1b9871fdd6b11e7a85",  # stuff_hues
+}
+CPU_CONFIG_HASH = "e314483b1f093347"  # the cpu preset's cache key before stuff_hues existed
+
+
+def test_stuff_hues_at_its_default_leaves_the_worlds_as_they_were():
+    explicit = dataclasses.replace(CPU, stuff_hues=())
+    assert scenes.WorldConfig().stuff_hues == ()
+    for (version, index), want in GOLDEN_CPU.items():
+        if version != scenes.WORLD_VERSION:
+            pytest.fail(f"WORLD_VERSION is {scenes.WORLD_VERSION}: record its golden hashes")
+        assert scenes.annotation_hash(scenes.example(CPU, "validation", index)) == want
+        assert scenes.annotation_hash(scenes.example(explicit, "validation", index)) == want
+    assert scenes.config_hash(CPU) == scenes.config_hash(explicit) == CPU_CONFIG_HASH
+    assert "stuff_hues" not in config.hashed_fields(CPU)
+    assert scenes.config_hash(dataclasses.replace(CPU, stuff_hues=("red",))) != CPU_CONFIG_HASH
+
+
+def test_stuff_hues_change_only_the_stuff_chroma_and_keep_the_grey():
+    """Same annotations, thing pixels and random streams; every stuff region in one of the
+    hues; the grey image within one level (uint8 rounding) of the default world's."""
+    hues = ("red", "green", "blue", "yellow")
+    hued = dataclasses.replace(CPU, stuff_hues=hues)
+    chroma = scenes.hue_chroma(hues)
+    seen = set()
+    for i in range(30):
+        a, b = scenes.example(CPU, "train", i), scenes.example(hued, "train", i)
+        for key in ("boxes", "labels", "panoptic"):
+            np.testing.assert_array_equal(a[key], b[key])
+        assert a["segments"] == b["segments"] and a["captions"] == b["captions"]
+        grey_a, grey_b = (palette.to_grey(x["image"])[..., 0].astype(int) for x in (a, b))
+        assert np.abs(grey_a - grey_b).max() <= 1
+        things = np.isin(a["panoptic"], [s["id"] for s in a["segments"] if s["isthing"]])
+        np.testing.assert_array_equal(a["image"][things], b["image"][things])
+        assert not np.array_equal(a["image"][~things], b["image"][~things])
+        for s in b["segments"]:
+            if not s["isthing"]:
+                px = b["image"][b["panoptic"] == s["id"]].astype(np.float32) / 255
+                c = (px - (px @ palette.LUMA)[:, None]).mean(0)
+                cos = chroma @ c / (np.linalg.norm(chroma, axis=1) * np.linalg.norm(c))
+                assert cos.max() > 0.95, (i, s, cos)
+                seen.add(int(np.argmax(cos)))
+    assert seen == set(range(len(hues)))
+
+
+def test_stuff_rgb_keeps_the_luma_and_shrinks_the_chroma_only_out_of_range():
+    c = scenes.hue_chroma(("orange",))[0]  # orange at its level 0.52, chroma ~(.41, -.11, -.52)
+    y = np.array([0.0, 0.1, 0.52, 1.0], np.float32)
+    rgb = scenes.stuff_rgb(y, c)
+    np.testing.assert_allclose(rgb @ palette.LUMA, y, atol=1e-6)
+    np.testing.assert_allclose(rgb[2], palette.COLOR_RGB[palette.color_index("orange")],
+                               atol=1e-6)  # at its own level: the palette colour, s = 1
+    np.testing.assert_allclose(rgb[1], 0.1 + 0.1 / -c[2] * c, atol=1e-6)  # blue hits 0 first
+    np.testing.assert_allclose(rgb[[0, 3]], [[0, 0, 0], [1, 1, 1]], atol=1e-6)
+    assert scenes.stuff_chroma(CPU, "grass").shape == (3, 3)
+    np.testing.assert_array_equal(
+        scenes.stuff_chroma(dataclasses.replace(CPU, stuff_hues=("red",)), "grass"),
+        scenes.hue_chroma(("red",)))
+
+
+@pytest.mark.parametrize("hues", [("black",), ("red", "red"), ("teal",)])
+def test_stuff_hues_must_be_distinct_vivid_palette_colours(hues):
+    with pytest.raises(ValueError, match="stuff_hues must be distinct vivid palette colours"):
+        dataclasses.replace(CPU, stuff_hues=hues)

@@ -37,7 +37,9 @@ square, triangle) with a dark one-pixel rim, one to four things per image whose 
 0.15–0.45 of the image side (almost none small), no muted colours. Crowding, small things,
 muted colours and more classes are the ``gpu`` and ``paper`` presets' (and
 :data:`CROWDED_64`'s, a 64×64 world of six classes and 0..12 things that left a cpu model
-blind). Hidden things are not annotated in any preset.
+blind). Hidden things are not annotated in any preset. ``stuff_hues`` (off by default) paints
+each stuff region in a palette hue independent of its class, at the same luma: the colorization
+world's (:mod:`rlcv_lib.tasks.colorization.world`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from rlcv_lib.config import ConfigError
+from rlcv_lib.config import ConfigError, added_field, hashed_fields
 from rlcv_lib.data import captions as captions_lib
 from rlcv_lib.data import palette
 
@@ -114,6 +116,11 @@ class WorldConfig:
     """Draw a darker one-pixel rim on things (makes edges visible against similar stuff)."""
     max_rotation: float = 20.0
     """Largest rotation of a thing in degrees (kept small: a square turned 45° is a diamond)."""
+    stuff_hues: tuple[str, ...] = added_field(())
+    """Vivid palette hues (names) that stuff regions are coloured in: each region draws one
+    uniformly (from a random stream of its own) and takes its chroma at every pixel's own luma
+    (:func:`stuff_rgb`), so the grey image stays the default world's. Empty: each stuff class
+    keeps its own colour family (every world before this field)."""
 
     def __post_init__(self):
         _validate(self)
@@ -152,6 +159,11 @@ def _validate(cfg: WorldConfig) -> None:
     for name in ("neutral_weight", "texture_strength", "noise_std", "max_rotation"):
         if getattr(cfg, name) < 0:
             bad(f"{name} must be >= 0, got {getattr(cfg, name)}")
+    vivid = [n for n, v in zip(palette.COLOR_NAMES, palette.COLOR_IS_VIVID, strict=True) if v]
+    if [n for n in cfg.stuff_hues if n not in vivid] or len(set(cfg.stuff_hues)) != len(
+            cfg.stuff_hues):
+        bad(f"stuff_hues must be distinct vivid palette colours {vivid}, got "
+            f"{list(cfg.stuff_hues)}")
 
 
 WORLD_PRESETS: dict[str, WorldConfig] = {
@@ -216,8 +228,9 @@ def image_id(split: str, index: int) -> int:
 
 
 def config_hash(cfg: WorldConfig) -> str:
-    """Stable hash of the world version and config (cache keys)."""
-    blob = json.dumps([WORLD_VERSION, dataclasses.asdict(cfg)], sort_keys=True)
+    """Stable hash of the world version and config (cache keys); fields added at their
+    default are left out (:func:`rlcv_lib.config.added_field`), so old cache keys stay."""
+    blob = json.dumps([WORLD_VERSION, hashed_fields(cfg)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -301,6 +314,45 @@ def _stuff_texture(name: str, rng: np.random.Generator, n: int, strength: float)
     else:  # pragma: no cover - names are validated
         raise ValueError(name)
     return np.clip(base + strength * pattern, 0, 1).astype(np.float32)
+
+
+def stuff_rgb(luma: np.ndarray, chroma: np.ndarray) -> np.ndarray:
+    """float RGB [..., 3] = ``luma + s * chroma`` with, per pixel, the largest ``s <= 1`` that
+    keeps every channel in [0, 1]: the chroma (``chroma @ LUMA = 0``) shrinks towards the grey
+    where it does not fit, and the luma stays exactly. ``luma`` [...] on [0, 1], ``chroma``
+    [..., 3] (broadcast against it)."""
+    y = np.asarray(luma, np.float32)[..., None]
+    c = np.asarray(chroma, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(c > 0, (1 - y) / c, np.where(c < 0, y / -c, np.inf))
+    return (y + np.clip(room.min(-1, keepdims=True), 0, 1) * c).astype(np.float32)
+
+
+def hue_chroma(names: tuple[str, ...]) -> np.ndarray:
+    """float [len(names), 3]: each named palette colour minus its grey level (its chroma)."""
+    idx = [palette.color_index(n) for n in names]
+    return (palette.COLOR_RGB[idx] - palette.COLOR_LEVEL[idx, None]).astype(np.float32)
+
+
+def stuff_chroma(cfg: WorldConfig, name: str) -> np.ndarray:
+    """float [F, 3]: the chromas a region of stuff class ``name`` is drawn in, each equally
+    likely: the ``stuff_hues``' (:func:`hue_chroma`), or without them the class's own colour
+    family (each base colour minus its luma; before its texture and a small jitter)."""
+    if cfg.stuff_hues:
+        return hue_chroma(cfg.stuff_hues)
+    base = np.asarray(_STUFF_BASE[name], np.float32) / 255
+    return (base - (base @ palette.LUMA)[:, None]).astype(np.float32)
+
+
+def _recolour_stuff(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
+                    bands: np.ndarray, owner: np.ndarray, regions: int) -> None:
+    """Gives each stuff band's visible pixels (``owner == 0``) of ``image`` (float [n,n,3] on
+    [0, 1], noise included) the chroma of a hue drawn from ``cfg.stuff_hues``, at their luma."""
+    chroma = hue_chroma(cfg.stuff_hues)
+    grey = image @ palette.LUMA  # [n, n]
+    for b in range(regions):
+        sel = (bands == b) & (owner == 0)
+        image[sel] = stuff_rgb(grey[sel], chroma[rng.integers(len(chroma))])
 
 
 def _stuff_layout(cfg: WorldConfig, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
@@ -459,6 +511,13 @@ def _rng(cfg: WorldConfig, split: str, index: int) -> tuple[np.random.Generator,
     return tuple(np.random.default_rng(s) for s in ss.spawn(3))
 
 
+def _hue_rng(cfg: WorldConfig, split: str, index: int) -> np.random.Generator:
+    """The stream of the stuff hues (``stuff_hues``): the scene's fourth spawned child, so the
+    three streams of :func:`_rng` (and every default world) are untouched."""
+    ss = np.random.SeedSequence([WORLD_VERSION, cfg.world_seed, SPLITS[split], int(index)])
+    return np.random.default_rng(ss.spawn(4)[3])
+
+
 def generate(cfg: WorldConfig, split: str, index: int) -> Scene:
     """The scene ``index`` of ``split``: a pure function of (config, split, index)."""
     check_split(split)
@@ -476,6 +535,9 @@ def generate(cfg: WorldConfig, split: str, index: int) -> Scene:
     painted = _paint_things(cfg, rng_things, image, owner)
     if cfg.noise_std > 0:
         image += cfg.noise_std * rng_stuff.standard_normal(image.shape, dtype=np.float32)
+    if cfg.stuff_hues:
+        image = np.clip(image, 0, 1)
+        _recolour_stuff(cfg, _hue_rng(cfg, split, index), image, bands, owner, len(stuff_names))
     image_u8 = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
     # One code per pixel: thing slot 1..max_objects, else max_objects + 1 + stuff band.
