@@ -217,7 +217,8 @@ for d in ("greedy", "beam"):
         for name in pick:
             if name != "MLE" and (metric != "CIDEr-D" or name not in ct.BASELINES):
                 ctx.record("captioning", f"{name}: test_{metric}_{d}", mle=pick["MLE"],
-                           tuned=pick[name], note="grounded judge (percent) / collapse / "
+                           tuned=pick[name], undefined_ok=True,
+                           note="grounded judge (percent; null: nothing to rate) / collapse / "
                            "controls; checkpoint chosen on validation CIDEr-D")
 print(ct.compare_baselines(rows, runs))
 

@@ -64,13 +64,18 @@ def git_commit(root: Path | None = None) -> str:
     return head + ("-dirty" if dirty.strip() else "")
 
 
-def _finite_or_none(name: str, value: Any) -> float | None:
+def _finite_or_none(name: str, value: Any, undefined_ok: bool = False) -> float | None:
     if value is None:
         return None
     try:
         out = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if math.isnan(out) and undefined_ok:
+        return None
+    if not math.isfinite(out):
+        raise ValueError(f"{name} is {out}; results hold finite numbers (a rate with nothing "
+                         f"to rate: record(..., undefined_ok=True) writes null)")
     return out
 
 
@@ -130,19 +135,20 @@ class Context:
     def record(self, task: str, metric: str, *, value: float | None = None,
                mle: float | None = None, tuned: float | None = None,
                paper_mle: float | None = None, paper_tuned: float | None = None,
-               note: str = "") -> dict[str, Any]:
+               note: str = "", undefined_ok: bool = False) -> dict[str, Any]:
         """Records one reported number for ``results.json``.
 
         Either a single ``value`` (a statistic of the world, a ceiling) or an ``mle`` / ``tuned``
-        pair from the same run, with the paper's values where it has them.
+        pair from the same run, with the paper's values where it has them. A NaN is refused
+        (ValueError) unless ``undefined_ok``: then it is a rate with nothing to rate (the
+        judge's precision of captions that claim no object) and is written as ``null``.
         """
         if value is None and mle is None and tuned is None:
             raise ValueError(f"record({task!r}, {metric!r}) needs value=, mle= or tuned=")
-        entry = {"task": task, "metric": metric, "notebook": self.name,
-                 **{k: _finite_or_none(k, v) for k, v in
-                    dict(value=value, mle=mle, tuned=tuned, paper_mle=paper_mle,
-                         paper_tuned=paper_tuned).items()},
-                 "note": note}
+        numbers = {k: _finite_or_none(f"{task}/{metric}: {k}", v, undefined_ok) for k, v in
+                   dict(value=value, mle=mle, tuned=tuned, paper_mle=paper_mle,
+                        paper_tuned=paper_tuned).items()}
+        entry = {"task": task, "metric": metric, "notebook": self.name, **numbers, "note": note}
         self.entries = [e for e in self.entries if (e["task"], e["metric"]) != (task, metric)]
         self.entries.append(entry)
         return entry

@@ -96,8 +96,14 @@ def test_record_rejects_empty_and_non_numbers(tmp_path):
     ctx = _setup(tmp_path)
     with pytest.raises(ValueError, match="needs value"):
         ctx.record("t", "m")
-    with pytest.raises(ValueError, match="mle must be a number"):
+    with pytest.raises(ValueError, match="t/m: mle must be a number"):
         ctx.record("t", "m", mle="high")
+    with pytest.raises(ValueError, match="t/m: tuned is nan; .*undefined_ok"):
+        ctx.record("t", "m", mle=0.5, tuned=math.nan)
+    with pytest.raises(ValueError, match="t/m: value is inf"):
+        ctx.record("t", "m", value=math.inf, undefined_ok=True)
+    entry = ctx.record("t", "m", mle=math.nan, tuned=0.5, undefined_ok=True)
+    assert entry["mle"] is None and entry["tuned"] == 0.5
     with pytest.raises(ValueError, match="plain file name"):
         ctx.path("../escape.png")
 

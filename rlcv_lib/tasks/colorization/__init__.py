@@ -1,14 +1,16 @@
-"""Colorization (UViM, the paper's Figure 1c), being built: ``reward`` (colourfulness) and
-``task`` (config, grey input, UViM stage I pretraining). Stage II, tuning and notebook
-``05_colorization`` come with the rest of issue 19; until then the task has one shipped stage,
-``stage1``, and no tuning entry point."""
+"""Colorization (UViM, the paper's Figure 1c), being built: ``reward`` (colourfulness),
+``world`` (the scenes world with headroom it runs on), ``references`` (truth, dull bound, best
+in-palette recolouring) and ``task`` (config, grey input, UViM stage I pretraining). Stage II,
+tuning and notebook ``05_colorization`` come with the rest of issue 19; until then the task has
+one stage, ``stage1`` (not yet shipped), and no tuning entry point."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 
 SPEC = TaskSpec(
     name="colorization",
     section="rlcv_lib.tasks.colorization.task:ColorizationConfig:COLORIZATION_PRESETS",
-    shared_presets={"vqvae": "rlcv_lib.tasks.colorization.task:VQVAE_COLOUR_PRESETS"},
+    shared_presets={"world": "rlcv_lib.tasks.colorization.world:COLORIZATION_WORLD_PRESETS",
+                    "vqvae": "rlcv_lib.tasks.colorization.task:VQVAE_COLOUR_PRESETS"},
     stages=(Stage("stage1", "rlcv_lib.tasks.colorization.task:STAGE1_RECIPE",
                   ("world", "vqvae", "stage1", "colorization"), shipped=False),),
 )
