@@ -41,8 +41,13 @@ test: setup  ## lint, unit tests, then every notebook in the smoke preset (nbval
 # Two workers (pytest-xdist), each test file on one of them (its module fixtures built once):
 # JAX's compiles and the Python between small ops use one core each. PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= 2
+# The tests (and the smoke notebooks' kernels) share JAX's persistent compilation cache: the same
+# small programs are compiled in many test files. Keyed by program, JAX version and flags, so a
+# stale entry is never used; `make clean` removes it. Only the test targets use it: the times
+# `make reproduce` reports are cold-compile times.
+TEST_ENV := JAX_COMPILATION_CACHE_DIR=$(CURDIR)/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0.2
 unit-test: setup
-	$(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) tests
+	$(TEST_ENV) $(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) tests
 
 # papermill injects the smoke parameters into copies under a temporary dir (prepare-only), nbval
 # executes the copies (each notebook on one worker: its cells share a kernel), then a test checks
@@ -50,7 +55,7 @@ unit-test: setup
 notebook-test: setup
 	@d=$$(mktemp -d -t rlcv-nb-XXXXXX) && echo "smoke notebooks in $$d" && \
 	$(PY) -m rlcv_lib.reproduce prepare --preset smoke --out $$d && \
-	(cd $$d && $(abspath $(PY)) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+	(cd $$d && $(TEST_ENV) $(abspath $(PY)) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
 	  $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile) --rootdir $$d prepared/) && \
 	RLCV_NOTEBOOK_OUTPUTS=$$d $(PY) -m pytest -q tests/check_notebook_outputs.py && rm -rf $$d
 
@@ -69,5 +74,5 @@ freeze: setup  ## rewrite requirements/constraints.txt from the venv
 	  > requirements/constraints.new && mv requirements/constraints.new requirements/constraints.txt
 
 clean:  ## remove runs/, caches and the venv (figures/ is kept: it holds committed results)
-	rm -rf runs .pytest_cache .ruff_cache .hypothesis $(VENV) build *.egg-info
+	rm -rf runs .pytest_cache .ruff_cache .hypothesis .cache $(VENV) build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
