@@ -31,7 +31,7 @@ def test_help_exits_zero_and_lists_the_choices(capsys, argv):
 
 @pytest.mark.parametrize("argv,message", [
     (["tune", "nope", "cpu"], "unknown task 'nope'; choose one of ['toy', 'detection', "
-                              "'captioning', 'colorization']"),
+                              "'captioning', 'colorization', 'panoptic']"),
     (["tune", "colorization", "cpu"], "task 'colorization' has no tuning entry point"),
     (["tune", "detection", "cpux"], "unknown preset 'cpux'"),
     (["tune", "detection", "cpu", "tune.nope=1"], "unknown config field 'tune.nope'"),
