@@ -184,7 +184,8 @@ def test_the_shipped_cpu_checkpoints_match_the_cpu_preset(task_name):
 
     path = pretrained.shipped_path(task_name, "cpu")
     manifest = checkpoint.read_manifest(path)
-    cfg = pretrained.matching_config(get_config("cpu", task=task_name))
+    section = pretrained.recipe_for(task_name).train_section
+    cfg = pretrained.matching_config(get_config("cpu", task=task_name), section)
     checkpoint.check_manifest(manifest, cfg, scenes.WORLD_VERSION,
                               sections=pretrained.mle_sections(task_name))
     assert manifest["task"] == task_name and manifest["steps"] > 0
