@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -21,3 +23,23 @@ def pytest_collection_modifyitems(session, config, items):
         return rank.get(module.__name__.rpartition(".")[2] if module else "", len(rank))
 
     items.sort(key=module_rank)
+
+
+@pytest.fixture
+def smoke_stage_round_trip(tmp_path):
+    """``fn(recipe, task_name, stage) -> (cfg, run, manifest, loaded)``: a recipe's stage
+    pretrained on the smoke preset (16 training scenes, 8 validation), shipped from its work
+    directory and loaded back through the manifest match (UViM's stage I tests)."""
+    from rlcv_lib import config
+    from rlcv_lib.core import checkpoint, pretrain, shipped
+
+    def round_trip(recipe, task_name, stage):
+        cfg = config.get_config("smoke", task=task_name)
+        run = pretrain.pretrain(recipe, cfg, tmp_path / "run", eval_examples=8, train_size=16,
+                                progress=False)
+        out = shipped.ship_run(recipe, cfg, tmp_path / "run", out=tmp_path / "shipped",
+                               stage=stage)
+        loaded = shipped.load_or_pretrain(recipe, cfg, None, path=out, stage=stage)
+        return cfg, run, checkpoint.read_manifest(out), loaded
+
+    return round_trip

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rlcv_lib import config
-from rlcv_lib.core import checkpoint, pretrain, shipped
+from rlcv_lib.core import shipped
 from rlcv_lib.tasks.colorization import task as ct
 
 
@@ -56,24 +56,18 @@ def test_stage1_task_refuses_other_targets_and_sizes():
         ct.make_stage1_task(cfg.replace(vqvae=dataclasses.replace(cfg.vqvae, image_size=64)))
 
 
-def test_stage1_pretrains_ships_and_loads_through_the_shared_recipe(tmp_path):
+def test_stage1_pretrains_ships_and_loads_through_the_shared_recipe(smoke_stage_round_trip):
     """The generic pretraining (resumable fit, validation curve) runs the VQ-VAE with its own
     step and training section; shipping records no wrong-image control; the shipped stage
     loads back into an equal model through the manifest match."""
-    cfg = config.get_config("smoke", task="colorization")
-    run = pretrain.pretrain(ct.STAGE1_RECIPE, cfg, tmp_path / "run", eval_examples=8,
-                            train_size=16, progress=False)
+    _, run, manifest, loaded = smoke_stage_round_trip(ct.STAGE1_RECIPE, "colorization", "stage1")
     evals = run.history.records("eval")
     assert [e["step"] for e in evals] == [0, 4, 8]  # stage1.eval_every = 4, 8 steps
     assert {"loss", "loss_without_codes", "psnr", "psnr_without_codes", "colourfulness",
             "colourfulness_truth", "codebook_used", "codebook_perplexity"} <= set(evals[-1])
     assert len(run.history.records("train")) == 4  # stage1.log_every = 2
-    out = shipped.ship_run(ct.STAGE1_RECIPE, cfg, tmp_path / "run", out=tmp_path / "shipped",
-                           stage="stage1")
-    manifest = checkpoint.read_manifest(out)
     assert manifest["stage"] == "stage1" and manifest["wrong_image_control"] is None
     assert set(manifest["config"]) == {"world", "vqvae", "stage1", "colorization"}
-    loaded = shipped.load_or_pretrain(ct.STAGE1_RECIPE, cfg, None, path=out, stage="stage1")
     assert loaded.source == "shipped"
     np.testing.assert_array_equal(loaded.model.sums[...], run.model.sums[...])
     np.testing.assert_array_equal(loaded.model.encoder_head.kernel[...],

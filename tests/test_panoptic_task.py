@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rlcv_lib import config
-from rlcv_lib.core import checkpoint, pretrain, shipped
+from rlcv_lib.core import shipped
 from rlcv_lib.data import pipeline, scenes
 from rlcv_lib.tasks.panoptic import reward
 from rlcv_lib.tasks.panoptic import task as pt
@@ -150,25 +150,19 @@ def test_bad_inputs_name_the_problem():
         pt.make_stage1_task(cfg.replace(vqvae=dataclasses.replace(cfg.vqvae, image_size=64)))
 
 
-def test_stage1_pretrains_ships_and_loads_through_the_shared_recipe(tmp_path):
+def test_stage1_pretrains_ships_and_loads_through_the_shared_recipe(smoke_stage_round_trip):
     """The generic pretraining runs the VQ-VAE on the two one-hot targets with cross-entropy;
     its evaluation reports the oracle PQ with and without codes; the shipped stage loads back
     into an equal model through the manifest match."""
-    cfg = config.get_config("smoke", task="panoptic")
-    run = pretrain.pretrain(pt.STAGE1_RECIPE, cfg, tmp_path / "run", eval_examples=8,
-                            train_size=16, progress=False)
+    _, run, manifest, loaded = smoke_stage_round_trip(pt.STAGE1_RECIPE, "panoptic", "stage1")
     evals = run.history.records("eval")
     assert [e["step"] for e in evals] == [0, 4, 8]
     assert {"loss", "loss_without_codes", "pq", "pq_without_codes", "semantic_accuracy",
             "semantic_accuracy_without_codes", "codebook_used"} <= set(evals[-1])
     assert all(0.0 <= e["pq"] <= 1.0 and np.isfinite(e["loss"]) for e in evals)
     assert evals[-1]["loss"] < evals[0]["loss"]
-    out = shipped.ship_run(pt.STAGE1_RECIPE, cfg, tmp_path / "run", out=tmp_path / "shipped",
-                           stage="stage1")
-    manifest = checkpoint.read_manifest(out)
     assert manifest["stage"] == "stage1" and manifest["wrong_image_control"] is None
     assert set(manifest["config"]) == {"world", "vqvae", "stage1", "panoptic"}
-    loaded = shipped.load_or_pretrain(pt.STAGE1_RECIPE, cfg, None, path=out, stage="stage1")
     assert loaded.source == "shipped"
     np.testing.assert_array_equal(loaded.model.sums[...], run.model.sums[...])
     np.testing.assert_array_equal(loaded.model.encoder_head.kernel[...],
