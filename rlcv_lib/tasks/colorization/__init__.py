@@ -2,7 +2,7 @@
 ``world`` (the scenes world with headroom it runs on), ``references`` (truth, dull bound, best
 in-palette recolouring) and ``task`` (config, grey input, UViM stage I pretraining). Stage II,
 tuning and notebook ``05_colorization`` come with the rest of issue 19; until then the task has
-one stage, ``stage1`` (shipped for cpu), and no tuning entry point."""
+one stage, ``stage1``, and no tuning entry point."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 

@@ -2,7 +2,7 @@
 panoptic quality with panopticapi's rules) and ``task`` (config, the one-hot semantic and
 instance targets of UViM's stage I and their decoding into segments, UViM stage I pretraining).
 Stage II, the tokens, tuning and notebook ``06_panoptic`` come with the rest of issue 20; until
-then the task has one stage, ``stage1`` (shipped at the cpu preset), and no tuning entry point."""
+then the task has one stage, ``stage1``, and no tuning entry point."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 
