@@ -70,6 +70,9 @@ STUFF_CLASSES: tuple[str, ...] = ("sky", "wall", "water", "grass", "sand")
 SPLITS: dict[str, int] = {"train": 0, "validation": 1, "test": 2}
 """Split name -> code used in seeds and image ids (``image_id = code * 10**8 + index``)."""
 
+RIM_SHADE = 0.55
+"""A thing's one-pixel rim (``outline``) is painted at this share of its colour."""
+
 COCO_REFERENCE_AREA = 640 * 480
 COCO_SMALL, COCO_LARGE = 32 ** 2, 96 ** 2
 SMALL_FRACTION = COCO_SMALL / COCO_REFERENCE_AREA
@@ -499,7 +502,7 @@ def _paint_things(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
             interior[:-1] &= mask[1:]
             interior[:, 1:] &= mask[:, :-1]
             interior[:, :-1] &= mask[:, 1:]
-            window[mask & ~interior] = 0.55 * rgb
+            window[mask & ~interior] = RIM_SHADE * rgb
         owner[y0:y1, x0:x1][mask] = slot + 1
         painted.append({"slot": slot + 1, "label": label, "name": name, "muted": muted,
                         "color": palette.COLOR_NAMES[color], "window": (y0, x0, y1, x1)})

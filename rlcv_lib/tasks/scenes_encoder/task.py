@@ -1,0 +1,224 @@
+"""The shared scenes encoder: a ViT pretrained once on the scenes training split with per-patch
+supervision (:mod:`rlcv_lib.tasks.scenes_encoder.targets`), that every task's MLE can start
+from (``model.encoder_init``, :mod:`rlcv_lib.core.encoder_init`; docs/design.md §4.3).
+
+The paper's models all start from a pretrained ViT (ImageNet-21k); trained from scratch on a
+2-core CPU, ours learnt to read colour but not shape. Here the encoder of the ``model`` section
+(its ``image_size``, stem, widths and depth; the decoder fields are not used) gets three linear
+heads on its tokens and is trained by the sum of
+
+* ``semantic``: soft cross-entropy of each patch against its category shares;
+* ``colour``: soft cross-entropy against its thing pixels' colour shares, weighted by their
+  share of the patch (zero on grey inputs and on patches without things);
+* ``centre``: cross-entropy of "which class of thing has its box centre here" (0: none),
+
+each weighted by a config field. A ``grey_fraction`` of the training images is given grey.
+Only the encoder is carried over to the tasks; the heads are dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from rlcv_lib.config import ConfigError
+from rlcv_lib.core import steps, train
+from rlcv_lib.core.pretrain import Recipe
+from rlcv_lib.models.config import ModelConfig
+from rlcv_lib.models.layers import KeySeq
+from rlcv_lib.models.vit import ViT
+from rlcv_lib.tasks.scenes_encoder import targets as tg
+
+HEADS = ("semantic", "colour", "centre")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScenesEncoderConfig:
+    """Pretraining of the shared scenes encoder."""
+
+    grey_fraction: float = 0.25
+    """Share of training images given as grey (their colour targets masked)."""
+    semantic_weight: float = 1.0
+    """Weight of the per-patch category loss."""
+    colour_weight: float = 1.0
+    """Weight of the per-patch thing-colour loss."""
+    centre_weight: float = 1.0
+    """Weight of the per-patch box-centre class loss."""
+
+
+SCENES_ENCODER_PRESETS = {p: ScenesEncoderConfig() for p in ("smoke", "cpu", "gpu", "paper")}
+
+TRAIN_PRESETS = {**train.TRAIN_PRESETS,
+                 "cpu": dataclasses.replace(train.TRAIN_PRESETS["cpu"], num_steps=4000,
+                                            eval_every=250, ckpt_every=250)}
+"""The encoder's ``train`` section: the shared MLE settings, at ``cpu`` 4,000 updates."""
+
+
+def check_config(cfg: Any) -> None:
+    """Refuses contradictory fields (ConfigError naming both)."""
+    from rlcv_lib.config import require, require_same_image_size
+
+    require_same_image_size(cfg)
+    require(cfg, cfg.model.image_size % cfg.model.patch_size == 0, "model.image_size",
+            "model.patch_size", "the encoder cuts the image into whole patches")
+    if not 0 <= cfg.scenes_encoder.grey_fraction <= 1:
+        raise ConfigError(f"scenes_encoder.grey_fraction must be in [0, 1], got "
+                          f"{cfg.scenes_encoder.grey_fraction}")
+
+
+class ScenesEncoder(nnx.Module):
+    """The ViT of ``cfg`` (attribute ``encoder``, the state every task's encoder takes) with
+    one linear head per target: ``images [B,S,S,3] -> {head: logits [B,P,C]}``."""
+
+    def __init__(self, cfg: ModelConfig, sizes: Mapping[str, int], *, rngs: nnx.Rngs):
+        rngs = KeySeq(rngs)
+        self.cfg = cfg
+        self.encoder = ViT(cfg, rngs=rngs)
+        self.heads = nnx.Dict({k: nnx.Linear(cfg.enc_width, sizes[k], rngs=rngs)
+                               for k in HEADS})
+
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+        tokens = self.encoder(images)
+        return {k: self.heads[k](tokens).astype(jnp.float32) for k in HEADS}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class EncoderTask:
+    """What the recipe needs: head sizes, the patch size and the loss weights."""
+
+    name: str
+    patch: int
+    num_categories: int
+    num_things: int
+    weights: Mapping[str, float]
+    grey_fraction: float
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {"semantic": self.num_categories, "colour": tg.NUM_COLOURS,
+                "centre": 1 + self.num_things}
+
+    def targets(self, batch: Mapping[str, np.ndarray], grey: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
+        return tg.patch_targets(batch, patch=self.patch, num_categories=self.num_categories,
+                                grey=grey)
+
+
+def make_task(cfg: Any, cache_dir: str | None = None) -> EncoderTask:
+    check_config(cfg)
+    w = cfg.scenes_encoder
+    return EncoderTask(
+        name="scenes_encoder", patch=cfg.model.patch_size,
+        num_categories=1 + len(cfg.world.thing_classes) + len(cfg.world.stuff_classes),
+        num_things=len(cfg.world.thing_classes), grey_fraction=w.grey_fraction,
+        weights={"semantic": w.semantic_weight, "colour": w.colour_weight,
+                 "centre": w.centre_weight})
+
+
+def losses(logits: Mapping[str, jax.Array], t: Mapping[str, jax.Array]
+           ) -> dict[str, jax.Array]:
+    """The three per-head losses (module docstring), each a mean over its patches."""
+    sem = jnp.mean(optax.softmax_cross_entropy(logits["semantic"], t["semantic"]))
+    col = optax.softmax_cross_entropy(logits["colour"], t["colour"])
+    col = jnp.sum(col * t["colour_weight"]) / jnp.maximum(jnp.sum(t["colour_weight"]), 1e-6)
+    cen = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits["centre"],
+                                                                   t["centre"]))
+    return {"semantic": sem, "colour": col, "centre": cen}
+
+
+_TARGET_KEYS = ("image", "semantic", "colour", "colour_weight", "centre")
+
+
+def make_step(task: EncoderTask):
+    """The pretraining step (trainer contract, docs/design.md §7.4) on batches of
+    :func:`make_batch_fn`."""
+
+    def update_in_place(model, optimizer, t):
+        def loss_fn(m):
+            parts = losses(m(t["image"]), t)
+            return sum(task.weights[k] * v for k, v in parts.items()), parts
+
+        (loss, parts), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        optimizer.update(model, grads)
+        return {"loss": loss, "grad_norm": optax.global_norm(grads),
+                **{f"loss/{k}": v for k, v in parts.items()}}
+
+    def arrays(batch, rng=None):
+        return ({k: jnp.asarray(batch[k]) for k in _TARGET_KEYS},)
+
+    def check(model):
+        if not isinstance(model, ScenesEncoder):
+            raise ValueError("the scenes encoder step trains a ScenesEncoder")
+
+    return steps.update_step(update_in_place, arrays, check=check)
+
+
+def grey_choice(seed: int, step: int, batch_size: int, fraction: float) -> np.ndarray:
+    """bool [B]: which images of step ``step`` are given grey (a pure function of seed, step)."""
+    return np.random.default_rng([int(seed), int(step), 0x6E7]).random(batch_size) < fraction
+
+
+def make_batch_fn(task: EncoderTask, loader, seed: int):
+    def batch_fn(step: int) -> dict[str, np.ndarray]:
+        b = loader.batch(step)
+        return task.targets(b, grey_choice(seed, step, len(b["image"]), task.grey_fraction))
+
+    return batch_fn
+
+
+@nnx.jit
+def _predict(model: ScenesEncoder, images: jax.Array) -> dict[str, jax.Array]:
+    return model(images)
+
+
+def scores(logits: Mapping[str, np.ndarray], t: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Per-patch accuracies: ``semantic_acc`` (argmax against the patch's majority category),
+    ``colour_acc`` (on patches at least half thing), ``centre_acc`` (on patches holding a box
+    centre: class right) and ``centre_false`` (share of the other patches given a centre)."""
+    sem = np.mean(np.argmax(logits["semantic"], -1) == np.argmax(t["semantic"], -1))
+    mostly = t["colour_weight"] >= 0.5
+    col_ok = np.argmax(logits["colour"], -1) == np.argmax(t["colour"], -1)
+    pred_c, has = np.argmax(logits["centre"], -1), t["centre"] > 0
+    out = {"semantic_acc": float(sem),
+           "centre_acc": float(np.mean(pred_c[has] == t["centre"][has])) if has.any() else 0.0,
+           "centre_false": float(np.mean(pred_c[~has] > 0))}
+    if mostly.any():
+        out["colour_acc"] = float(np.mean(col_ok[mostly]))
+    return out
+
+
+def make_evaluator(task: EncoderTask, val):
+    """``fn(model, step) -> metrics``: losses and :func:`scores` on the validation images in
+    colour and (prefix ``grey_``) all grey."""
+    colour = task.targets(val.batch)
+    grey = task.targets(val.batch, np.ones(len(val.batch["image"]), bool))
+
+    def evaluate(model, step: int = 0) -> dict[str, float]:
+        out = {}
+        for prefix, t in (("", colour), ("grey_", grey)):
+            logits = {k: np.asarray(v) for k, v in _predict(model, jnp.asarray(t["image"])).items()}
+            parts = losses(logits, t)
+            out |= {f"{prefix}loss/{k}": float(v) for k, v in parts.items()
+                    if not (prefix and k == "colour")}
+            out |= {f"{prefix}{k}": v for k, v in scores(logits, t).items()
+                    if not (prefix and k == "colour_acc")}
+        return out
+
+    return evaluate
+
+
+def build(cfg: Any, task: EncoderTask) -> ScenesEncoder:
+    return ScenesEncoder(cfg.model, task.sizes, rngs=nnx.Rngs(cfg.run.seed))
+
+
+RECIPE = Recipe(name="scenes_encoder", make_task=make_task, make_batch_fn=make_batch_fn,
+                make_evaluator=make_evaluator, build=build,
+                make_step=lambda cfg, task: make_step(task))
+"""Pretraining of the shared encoder (``python -m rlcv_lib pretrain scenes_encoder cpu``)."""
