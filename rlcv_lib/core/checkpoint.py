@@ -339,6 +339,15 @@ def load_shipped(path: str | os.PathLike, model: nnx.Module, cfg: Config, world_
     path = Path(path).absolute()
     manifest = read_manifest(path)
     check_manifest(manifest, cfg, world_version, sections=sections, where=str(path))
+    load_variables(path, model)
+    return manifest
+
+
+def load_variables(path: str | os.PathLike, model: nnx.Module) -> None:
+    """Loads a shipped checkpoint's variables into ``model`` without checking its manifest
+    (:func:`load_shipped` checks it first); a checkpoint of another architecture is refused
+    (:class:`ManifestMismatchError`)."""
+    path = Path(path).absolute()
     state, pure = _model_vars(model)
     with ocp.StandardCheckpointer() as ckptr:
         try:
@@ -348,4 +357,3 @@ def load_shipped(path: str | os.PathLike, model: nnx.Module, cfg: Config, world_
                 f"shipped checkpoint {path} does not fit this model ({e}); regenerate it "
                 f"with `make pretrain`") from e
     _write_back(model, state, pure, loaded)
-    return manifest

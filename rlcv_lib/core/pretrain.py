@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rlcv_lib.core import checkpoint, evaluate, optim, steps, train
+from rlcv_lib.core import checkpoint, encoder_init, evaluate, optim, steps, train
 from rlcv_lib.core.history import History
 from rlcv_lib.data import pipeline, sources
 from rlcv_lib.models import build_model
@@ -82,9 +82,13 @@ def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examp
     ``workdir``'s checkpoints); validation metrics (the recipe's evaluator on the first
     ``eval_examples`` validation scenes) every ``train.eval_every`` updates and at step 0.
     ``train_size``: stream over only the first that many training scenes (None: the split).
-    ``mesh``: data-parallel over its devices (:mod:`rlcv_lib.core.parallel`)."""
+    ``mesh``: data-parallel over its devices (:mod:`rlcv_lib.core.parallel`). With
+    ``model.encoder_init`` set, the encoder starts from that checkpoint
+    (:mod:`rlcv_lib.core.encoder_init`)."""
     task = recipe.make_task(cfg, cache_dir)
     model = recipe.model(cfg, task)
+    if encoder_init.configured(cfg):  # a resumed run overwrites it with its checkpoint
+        encoder_init.initialise(model, cfg)
     tcfg = recipe.train_config(cfg)
     seed = evaluate.seed_for(cfg.run.seed, "pretrain")
     src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,

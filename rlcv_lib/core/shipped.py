@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcv_lib import tasks
-from rlcv_lib.core import checkpoint, evaluate
+from rlcv_lib.core import checkpoint, encoder_init, evaluate
 from rlcv_lib.core.history import History
 from rlcv_lib.core.pretrain import PretrainResult, Recipe, pretrain, restore_model
 from rlcv_lib.data import scenes
@@ -161,6 +161,10 @@ def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | N
     stage's) records the manifest hash of the stage it was made from."""
     records = run.history.records()
     evals = run.history.records("eval")
+    if encoder_init.configured(cfg):
+        extra = {"encoder_init": encoder_init.provenance(encoder_init.encoder_path(cfg))}
+    else:
+        extra = {}
     manifest = checkpoint.make_manifest(
         matching_config(cfg, recipe.train_section), scenes.WORLD_VERSION,
         steps=max((r["step"] for r in records), default=0),
@@ -168,7 +172,8 @@ def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | N
         sections=_stage_of(recipe, stage).sections, metrics=_last_metrics(evals),
         metrics_step=evals[-1]["step"] if evals else None,
         task=recipe.name, stage=_stage_of(recipe, stage).name, seed=cfg.run.seed,
-        wrong_image_control=control, **({"requires": dict(requires)} if requires else {}))
+        wrong_image_control=control, **({"requires": dict(requires)} if requires else {}),
+        **extra)
     path = checkpoint.save_shipped(path, run.model, manifest)
     with open(path / "history.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in run.history.records())

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from rlcv_lib.config import added_field
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -48,6 +50,12 @@ class ModelConfig:
     """Compute dtype of the Transformer (parameters stay float32; logits are float32)."""
     remat: bool = False
     """Rematerialise each block in the backward pass (less memory, ~1/3 more compute)."""
+    encoder_init: str = added_field("")
+    """Where MLE pretraining takes the encoder's initial weights from: ``""`` random,
+    ``"shipped"`` the shipped scenes encoder of the preset (``checkpoints/scenes_encoder-<preset>``,
+    docs/design.md §4.3), or the path of another checkpoint shipped in that format. Its encoder
+    fields (image size, stem, patch, widths, depth, heads, position embedding) must be these
+    (:mod:`rlcv_lib.core.encoder_init`)."""
 
     def resolve(self, vocab_size: int, max_len: int) -> ModelConfig:
         """Fills ``vocab_size``/``max_len`` left at 0 from the task's values; a non-zero value

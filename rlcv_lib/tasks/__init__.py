@@ -17,7 +17,8 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
-NAMES: tuple[str, ...] = ("toy", "scenes_encoder", "detection", "captioning", "colorization", "panoptic")
+NAMES: tuple[str, ...] = ("toy", "scenes_encoder", "detection", "captioning", "colorization",
+                          "panoptic")
 """Every task package under ``rlcv_lib/tasks/``, in the order the notebooks run them."""
 
 

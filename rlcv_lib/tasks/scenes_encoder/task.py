@@ -29,7 +29,7 @@ import optax
 from flax import nnx
 
 from rlcv_lib.config import ConfigError
-from rlcv_lib.core import steps, train
+from rlcv_lib.core import steps
 from rlcv_lib.core.pretrain import Recipe
 from rlcv_lib.models.config import ModelConfig
 from rlcv_lib.models.layers import KeySeq
@@ -55,17 +55,15 @@ class ScenesEncoderConfig:
 
 SCENES_ENCODER_PRESETS = {p: ScenesEncoderConfig() for p in ("smoke", "cpu", "gpu", "paper")}
 
-TRAIN_PRESETS = {**train.TRAIN_PRESETS,
-                 "cpu": dataclasses.replace(train.TRAIN_PRESETS["cpu"], num_steps=4000,
-                                            eval_every=250, ckpt_every=250)}
-"""The encoder's ``train`` section: the shared MLE settings, at ``cpu`` 4,000 updates."""
-
 
 def check_config(cfg: Any) -> None:
     """Refuses contradictory fields (ConfigError naming both)."""
     from rlcv_lib.config import require, require_same_image_size
 
     require_same_image_size(cfg)
+    if cfg.model.encoder_init:
+        raise ConfigError(f"model.encoder_init={cfg.model.encoder_init!r}: the scenes encoder "
+                          f"is pretrained from random weights (leave it at '')")
     require(cfg, cfg.model.image_size % cfg.model.patch_size == 0, "model.image_size",
             "model.patch_size", "the encoder cuts the image into whole patches")
     if not 0 <= cfg.scenes_encoder.grey_fraction <= 1:
@@ -89,6 +87,13 @@ class ScenesEncoder(nnx.Module):
         return {k: self.heads[k](tokens).astype(jnp.float32) for k in HEADS}
 
 
+def head_sizes(num_things: int, num_stuff: int) -> dict[str, int]:
+    """Output classes per head for a world of ``num_things`` thing and ``num_stuff`` stuff
+    classes."""
+    return {"semantic": 1 + num_things + num_stuff, "colour": tg.NUM_COLOURS,
+            "centre": 1 + num_things}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class EncoderTask:
     """What the recipe needs: head sizes, the patch size and the loss weights."""
@@ -102,8 +107,7 @@ class EncoderTask:
 
     @property
     def sizes(self) -> dict[str, int]:
-        return {"semantic": self.num_categories, "colour": tg.NUM_COLOURS,
-                "centre": 1 + self.num_things}
+        return head_sizes(self.num_things, self.num_categories - 1 - self.num_things)
 
     def targets(self, batch: Mapping[str, np.ndarray], grey: np.ndarray | None = None
                 ) -> dict[str, np.ndarray]:
@@ -178,15 +182,20 @@ def _predict(model: ScenesEncoder, images: jax.Array) -> dict[str, jax.Array]:
     return model(images)
 
 
-def scores(logits: Mapping[str, np.ndarray], t: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Per-patch accuracies: ``semantic_acc`` (argmax against the patch's majority category),
+def scores(logits: Mapping[str, np.ndarray], t: Mapping[str, np.ndarray], num_things: int
+           ) -> dict[str, float]:
+    """Per-patch accuracies: ``semantic_acc`` (argmax against the patch's majority category;
+    ``thing_semantic_acc`` on the patches whose majority is a thing class: the shape read),
     ``colour_acc`` (on patches at least half thing), ``centre_acc`` (on patches holding a box
     centre: class right) and ``centre_false`` (share of the other patches given a centre)."""
-    sem = np.mean(np.argmax(logits["semantic"], -1) == np.argmax(t["semantic"], -1))
+    truth = np.argmax(t["semantic"], -1)
+    sem_ok = np.argmax(logits["semantic"], -1) == truth
+    thing = (truth >= 1) & (truth <= num_things)
     mostly = t["colour_weight"] >= 0.5
     col_ok = np.argmax(logits["colour"], -1) == np.argmax(t["colour"], -1)
     pred_c, has = np.argmax(logits["centre"], -1), t["centre"] > 0
-    out = {"semantic_acc": float(sem),
+    out = {"semantic_acc": float(np.mean(sem_ok)),
+           "thing_semantic_acc": float(np.mean(sem_ok[thing])) if thing.any() else 0.0,
            "centre_acc": float(np.mean(pred_c[has] == t["centre"][has])) if has.any() else 0.0,
            "centre_false": float(np.mean(pred_c[~has] > 0))}
     if mostly.any():
@@ -207,7 +216,7 @@ def make_evaluator(task: EncoderTask, val):
             parts = losses(logits, t)
             out |= {f"{prefix}loss/{k}": float(v) for k, v in parts.items()
                     if not (prefix and k == "colour")}
-            out |= {f"{prefix}{k}": v for k, v in scores(logits, t).items()
+            out |= {f"{prefix}{k}": v for k, v in scores(logits, t, task.num_things).items()
                     if not (prefix and k == "colour_acc")}
         return out
 
