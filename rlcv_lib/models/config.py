@@ -24,6 +24,11 @@ class ModelConfig:
     stem: Literal["patch", "conv"] = "patch"
     """``patch``: one strided convolution (plain ViT). ``conv``: stride-2 3×3 convolutions down to
     the patch grid, then a 1×1 projection (Xiao et al. 2021): localization is learnt sooner."""
+    stem_depth: int = added_field(1)
+    """``conv`` stem: convolutions per stage (the first strided, the others stride-1 3×3)."""
+    stem_width: int = added_field(0)
+    """``conv`` stem: channels of its last stage (halved per earlier stage); 0 = half of
+    ``enc_width``."""
     enc_width: int = 128
     """Encoder token width."""
     enc_depth: int = 4
@@ -77,13 +82,19 @@ class ModelConfig:
                              f"patch_size={self.patch_size}")
         if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
             raise ValueError(f"stem='conv' needs a power-of-two patch_size, got {self.patch_size}")
+        if self.stem_depth < 1 or self.stem_width < 0:
+            raise ValueError(f"stem_depth must be >= 1 and stem_width >= 0, got "
+                             f"{self.stem_depth}, {self.stem_width}")
         for w, h, name in ((self.enc_width, self.enc_heads, "enc"),
                            (self.dec_width, self.dec_heads, "dec")):
             if w % h:
                 raise ValueError(f"{name}_width={w} is not a multiple of {name}_heads={h}")
 
 
-# Named sizes. The three paper models (docs/design.md §4.1, §10.1): detection ViT-B/16 +
+# Named sizes. ``cpu`` is the shared scenes encoder's (docs/design.md §4.3: two convolutions per
+# stem stage, 32-64-128 channels, learnt shape where the one-convolution stem did not);
+# ``cpu_stem1`` the size before it, that the shipped detector was trained with.
+# The three paper models (docs/design.md §4.1, §10.1): detection ViT-B/16 +
 # 6-layer decoder, 600 tokens at 1280²; panoptic (UViM stage II) ViT-L/16 + 24-layer decoder, 256
 # code tokens from a 4096 codebook at 512²; captioning ViT-B/16 + 6-layer decoder, 128 tokens.
 # Their vocabulary and sequence length are the task's (0 here: build_model takes them from it).
@@ -93,9 +104,12 @@ _VIT_L = dict(patch_size=16, enc_width=1024, enc_depth=24, enc_heads=16, enc_mlp
 MODEL_SIZES: dict[str, ModelConfig] = {
     "tiny": ModelConfig(image_size=32, patch_size=8, enc_width=32, enc_depth=1, enc_heads=2,
                         enc_mlp=64, dec_width=32, dec_depth=1, dec_heads=2, dec_mlp=64),
-    "cpu": ModelConfig(image_size=64, patch_size=8, stem="conv", enc_width=128, enc_depth=4,
-                       enc_heads=4, enc_mlp=512, dec_width=128, dec_depth=2, dec_heads=4,
-                       dec_mlp=512),
+    "cpu": ModelConfig(image_size=64, patch_size=8, stem="conv", stem_depth=2, stem_width=128,
+                       enc_width=128, enc_depth=4, enc_heads=4, enc_mlp=512, dec_width=128,
+                       dec_depth=2, dec_heads=4, dec_mlp=512),
+    "cpu_stem1": ModelConfig(image_size=64, patch_size=8, stem="conv", enc_width=128,
+                             enc_depth=4, enc_heads=4, enc_mlp=512, dec_width=128, dec_depth=2,
+                             dec_heads=4, dec_mlp=512),
     "gpu": ModelConfig(image_size=128, patch_size=8, stem="conv", enc_width=384, enc_depth=8,
                        enc_heads=6, enc_mlp=1536, dec_width=384, dec_depth=4, dec_heads=6,
                        dec_mlp=1536),

@@ -25,14 +25,22 @@ class EncoderBlock(nnx.Module):
 
 
 class ConvStem(nnx.Module):
-    """log2(patch) stride-2 3×3 convolutions (GELU), then a 1×1 projection to the width."""
+    """log2(patch) stages of a stride-2 3×3 convolution then ``depth − 1`` stride-1 3×3
+    convolutions (GELU each), channels doubling per stage up to ``last`` (0: half the width),
+    then a 1×1 projection to the width."""
 
-    def __init__(self, patch: int, width: int, *, dtype, rngs: nnx.Rngs):
+    def __init__(self, patch: int, width: int, *, depth: int = 1, last: int = 0, dtype,
+                 rngs: nnx.Rngs):
         n = patch.bit_length() - 1
-        chans = [3] + [max(width // 2 ** (n - i), 8) for i in range(n)]
-        self.convs = nnx.List([
-            nnx.Conv(chans[i], chans[i + 1], (3, 3), strides=(2, 2), padding="SAME",
-                     dtype=dtype, rngs=rngs) for i in range(n)])
+        last = last or width // 2
+        chans = [3] + [max(last // 2 ** (n - 1 - i), 8) for i in range(n)]
+        convs = []
+        for i in range(n):
+            convs.append(nnx.Conv(chans[i], chans[i + 1], (3, 3), strides=(2, 2),
+                                  padding="SAME", dtype=dtype, rngs=rngs))
+            convs += [nnx.Conv(chans[i + 1], chans[i + 1], (3, 3), padding="SAME", dtype=dtype,
+                               rngs=rngs) for _ in range(depth - 1)]
+        self.convs = nnx.List(convs)
         self.proj = nnx.Conv(chans[-1], width, (1, 1), dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -49,7 +57,8 @@ class ViT(nnx.Module):
         p, d = cfg.patch_size, cfg.enc_width
         self.cfg = cfg
         if cfg.stem == "conv":
-            self.stem = ConvStem(p, d, dtype=dtype, rngs=rngs)
+            self.stem = ConvStem(p, d, depth=cfg.stem_depth, last=cfg.stem_width, dtype=dtype,
+                                 rngs=rngs)
         else:
             self.stem = nnx.Conv(3, d, (p, p), strides=(p, p), padding="VALID", dtype=dtype,
                                  rngs=rngs)

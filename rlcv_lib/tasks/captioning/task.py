@@ -134,10 +134,11 @@ CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
 }
 
 
-MODEL_PRESETS: dict[str, Any] = {**models.MODEL_PRESETS,
+MODEL_PRESETS: dict[str, Any] = {**models.MODEL_PRESETS, "cpu": models.MODEL_SIZES["cpu_stem1"],
                                  "paper": models.MODEL_SIZES["vit_b16_cap128"]}
-"""Captioning's ``model`` section per preset: the shared sizes, and at ``paper`` the paper's
-captioner (ViT-B/16 encoder, 6-layer decoder, 512² images)."""
+"""Captioning's ``model`` section per preset: the shared sizes; at ``cpu`` the size its shipped
+captioner was trained with (the one-convolution stem, before the shared scenes encoder's); at
+``paper`` the paper's captioner (ViT-B/16 encoder, 6-layer decoder, 512² images)."""
 
 
 def normalize(text: str) -> list[str]:

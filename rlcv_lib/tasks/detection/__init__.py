@@ -8,7 +8,8 @@ from rlcv_lib.tasks import Stage, TaskSpec
 SPEC = TaskSpec(
     name="detection",
     section="rlcv_lib.tasks.detection.task:DetectionConfig:DETECTION_PRESETS",
-    shared_presets={"tune": "rlcv_lib.tasks.detection.task:TUNE_PRESETS"},
+    shared_presets={"tune": "rlcv_lib.tasks.detection.task:TUNE_PRESETS",
+                    "model": "rlcv_lib.tasks.detection.task:MODEL_PRESETS"},
     stages=(Stage("mle", "rlcv_lib.tasks.detection.pretrain:RECIPE",
                   ("model", "world", "train", "detection")),),
     tune="rlcv_lib.tasks.detection.tune:tune_and_evaluate",

@@ -63,6 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rlcv_lib import models
 from rlcv_lib.config import ConfigError, tuning_field
 from rlcv_lib.core import train as train_lib
 from rlcv_lib.core.train import TrainConfig
@@ -176,6 +177,12 @@ TUNE_PRESETS: dict[str, TrainConfig] = {
 """Detection's ``tune`` section per preset (the shared presets elsewhere). cpu: 1,500 updates
 of 16 images × ``rl.num_samples`` at lr 1e-4, evaluated every 250 (notes/detection_tuning.md
 says how these were chosen)."""
+
+
+MODEL_PRESETS = {**models.MODEL_PRESETS, "cpu": models.MODEL_SIZES["cpu_stem1"]}
+"""Detection's ``model`` section per preset: at ``cpu`` the size its shipped detector was
+trained with (the one-convolution stem, before the shared scenes encoder's; docs/design.md
+§4.3), the shared sizes elsewhere."""
 
 
 class Slots(NamedTuple):

@@ -1,8 +1,8 @@
 """Per-patch targets of the scenes encoder's pretraining, computed from a collated scenes batch.
 
 The encoder turns a ``[B,S,S,3]`` image into one token per ``p × p`` patch (``g = S/p``, ``P =
-g²`` tokens). Each token is asked three things about its patch, so that the tokens carry what
-every task reads (shape, colour and position; docs/design.md §4.3)::
+g²`` tokens). Each token is asked what its patch holds, so that the tokens carry what every task
+reads (shape, colour and position; docs/design.md §4.3)::
 
     semantic  float [B,P,1+T+U]  share of the patch's pixels per category: void (0), the T thing
                                  classes, the U stuff classes (the panoptic category ids)
@@ -107,11 +107,12 @@ def centre_classes(batch: Mapping[str, np.ndarray], grid: int) -> np.ndarray:
     return out
 
 
-def patch_targets(batch: Mapping[str, np.ndarray], *, patch: int, num_categories: int,
-                  grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def patch_targets(batch: Mapping[str, np.ndarray], *, patch: int, num_things: int,
+                  num_stuff: int, grey: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The targets of the module docstring for a collated scenes batch (``image`` float on
-    [0, 1]); ``grey`` bool [B] marks the images given grey (default: none). ``num_categories``
-    counts void too (1 + things + stuff)."""
+    [0, 1]) of a world with ``num_things`` thing and ``num_stuff`` stuff classes; ``grey``
+    bool [B] marks the images given grey (default: none)."""
+    num_categories = 1 + num_things + num_stuff
     image = np.asarray(batch["image"], np.float32)
     b, s = image.shape[:2]
     if image.ndim != 4 or image.shape[2] != s or s % patch:
@@ -126,9 +127,13 @@ def patch_targets(batch: Mapping[str, np.ndarray], *, patch: int, num_categories
     onehot_col = np.eye(NUM_COLOURS + 1, dtype=np.float32)[colours + 1][..., 1:]  # −1 -> zeros
     thing_share = _patch_mean(onehot_col.sum(-1, keepdims=True), patch)[..., 0]  # [B,P]
     colour = _patch_mean(onehot_col, patch) / np.maximum(thing_share, 1e-9)[..., None]
+    semantic = _patch_mean(onehot_cat, patch)
+    shape = semantic[..., 1:1 + num_things] / np.maximum(thing_share, 1e-9)[..., None]
     return {
         "image": np.where(grey[:, None, None, None], to_grey(image), image),
-        "semantic": _patch_mean(onehot_cat, patch),
+        "semantic": semantic,
+        "shape": shape.astype(np.float32),
+        "thing_weight": thing_share.astype(np.float32),
         "colour": colour.astype(np.float32),
         "colour_weight": np.where(grey[:, None], 0.0, thing_share).astype(np.float32),
         "centre": centre_classes(batch, s // patch),

@@ -36,7 +36,7 @@ from rlcv_lib.models.layers import KeySeq
 from rlcv_lib.models.vit import ViT
 from rlcv_lib.tasks.scenes_encoder import targets as tg
 
-HEADS = ("semantic", "colour", "centre")
+HEADS = ("semantic", "shape", "colour", "centre")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +47,8 @@ class ScenesEncoderConfig:
     """Share of training images given as grey (their colour targets masked)."""
     semantic_weight: float = 1.0
     """Weight of the per-patch category loss."""
+    shape_weight: float = 1.0
+    """Weight of the per-patch thing-class loss (over thing pixels only)."""
     colour_weight: float = 1.0
     """Weight of the per-patch thing-colour loss."""
     centre_weight: float = 1.0
@@ -90,8 +92,8 @@ class ScenesEncoder(nnx.Module):
 def head_sizes(num_things: int, num_stuff: int) -> dict[str, int]:
     """Output classes per head for a world of ``num_things`` thing and ``num_stuff`` stuff
     classes."""
-    return {"semantic": 1 + num_things + num_stuff, "colour": tg.NUM_COLOURS,
-            "centre": 1 + num_things}
+    return {"semantic": 1 + num_things + num_stuff, "shape": num_things,
+            "colour": tg.NUM_COLOURS, "centre": 1 + num_things}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -111,8 +113,8 @@ class EncoderTask:
 
     def targets(self, batch: Mapping[str, np.ndarray], grey: np.ndarray | None = None
                 ) -> dict[str, np.ndarray]:
-        return tg.patch_targets(batch, patch=self.patch, num_categories=self.num_categories,
-                                grey=grey)
+        return tg.patch_targets(batch, patch=self.patch, num_things=self.num_things,
+                                num_stuff=self.num_categories - 1 - self.num_things, grey=grey)
 
 
 def make_task(cfg: Any, cache_dir: str | None = None) -> EncoderTask:
@@ -122,22 +124,31 @@ def make_task(cfg: Any, cache_dir: str | None = None) -> EncoderTask:
         name="scenes_encoder", patch=cfg.model.patch_size,
         num_categories=1 + len(cfg.world.thing_classes) + len(cfg.world.stuff_classes),
         num_things=len(cfg.world.thing_classes), grey_fraction=w.grey_fraction,
-        weights={"semantic": w.semantic_weight, "colour": w.colour_weight,
+        weights={"semantic": w.semantic_weight, "shape": w.shape_weight,
+                 "colour": w.colour_weight,
                  "centre": w.centre_weight})
+
+
+def _weighted_xent(logits: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+    """Soft cross-entropy per patch, averaged with ``weight`` [B,P] (0 when all weights are)."""
+    xent = optax.softmax_cross_entropy(logits, target)
+    return jnp.sum(xent * weight) / jnp.maximum(jnp.sum(weight), 1e-6)
 
 
 def losses(logits: Mapping[str, jax.Array], t: Mapping[str, jax.Array]
            ) -> dict[str, jax.Array]:
-    """The three per-head losses (module docstring), each a mean over its patches."""
-    sem = jnp.mean(optax.softmax_cross_entropy(logits["semantic"], t["semantic"]))
-    col = optax.softmax_cross_entropy(logits["colour"], t["colour"])
-    col = jnp.sum(col * t["colour_weight"]) / jnp.maximum(jnp.sum(t["colour_weight"]), 1e-6)
-    cen = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits["centre"],
-                                                                   t["centre"]))
-    return {"semantic": sem, "colour": col, "centre": cen}
+    """The per-head losses (module docstring)."""
+    xent = optax.softmax_cross_entropy_with_integer_labels(logits["centre"], t["centre"])
+    has = (t["centre"] > 0).astype(jnp.float32)
+    centre = 0.5 * (jnp.sum(xent * has) / jnp.maximum(jnp.sum(has), 1.0)
+                    + jnp.sum(xent * (1 - has)) / jnp.maximum(jnp.sum(1 - has), 1.0))
+    return {"semantic": jnp.mean(optax.softmax_cross_entropy(logits["semantic"], t["semantic"])),
+            "shape": _weighted_xent(logits["shape"], t["shape"], t["thing_weight"]),
+            "colour": _weighted_xent(logits["colour"], t["colour"], t["colour_weight"]),
+            "centre": centre}
 
 
-_TARGET_KEYS = ("image", "semantic", "colour", "colour_weight", "centre")
+_TARGET_KEYS = ("image", "semantic", "shape", "thing_weight", "colour", "colour_weight", "centre")
 
 
 def make_step(task: EncoderTask):
@@ -192,10 +203,13 @@ def scores(logits: Mapping[str, np.ndarray], t: Mapping[str, np.ndarray], num_th
     sem_ok = np.argmax(logits["semantic"], -1) == truth
     thing = (truth >= 1) & (truth <= num_things)
     mostly = t["colour_weight"] >= 0.5
+    mostly_thing = t["thing_weight"] >= 0.5
+    shape_ok = np.argmax(logits["shape"], -1) == np.argmax(t["shape"], -1)
     col_ok = np.argmax(logits["colour"], -1) == np.argmax(t["colour"], -1)
     pred_c, has = np.argmax(logits["centre"], -1), t["centre"] > 0
     out = {"semantic_acc": float(np.mean(sem_ok)),
            "thing_semantic_acc": float(np.mean(sem_ok[thing])) if thing.any() else 0.0,
+           "shape_acc": float(np.mean(shape_ok[mostly_thing])) if mostly_thing.any() else 0.0,
            "centre_acc": float(np.mean(pred_c[has] == t["centre"][has])) if has.any() else 0.0,
            "centre_false": float(np.mean(pred_c[~has] > 0))}
     if mostly.any():
