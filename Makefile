@@ -27,9 +27,9 @@ setup: $(STAMP)  ## create .venv and install everything (idempotent)
 reproduce: setup  ## run every notebook of notebooks/manifest.toml with PRESET (default cpu), then figures/results.json and RESULTS.md
 	$(PY) -m rlcv_lib.reproduce run --preset $(PRESET) --seed $(SEED) $(if $(filter 1,$(FROM_SCRATCH)),--from-scratch,)
 
-TASKS ?= detection captioning
+TASKS ?= scenes_encoder detection captioning
 
-pretrain: setup  ## MLE-pretrain (resumable) and ship checkpoints/<task>-$(PRESET) (TASKS=detection captioning)
+pretrain: setup  ## MLE-pretrain (resumable) and ship checkpoints/<task>-$(PRESET) (TASKS=scenes_encoder detection captioning: the encoder first, captioning starts from it)
 	@set -e; for t in $(TASKS); do $(PY) -m rlcv_lib pretrain $$t $(PRESET) && \
 	  $(PY) -m rlcv_lib ship $$t $(PRESET); done
 

@@ -72,6 +72,7 @@ def test_prefix_causality(model):
 
 
 @pytest.mark.parametrize("overrides", [dict(stem="conv", enc_pos="sincos"),
+                                       dict(stem="conv", stem_depth=2, stem_width=24),
                                        dict(dtype="bfloat16")])
 def test_variants_run(overrides):
     cfg = dataclasses.replace(TINY, **overrides)
@@ -102,6 +103,8 @@ def test_bad_configs_name_the_field():
         ModelConfig(image_size=30, patch_size=8, vocab_size=3, max_len=2).validate()
     with pytest.raises(ValueError, match="vocab_size"):
         ModelConfig().validate()
+    with pytest.raises(ValueError, match="stem_depth"):
+        ModelConfig(stem="conv", stem_depth=0, vocab_size=3, max_len=2).validate()
     with pytest.raises(ValueError, match="dec_heads"):
         ModelConfig(dec_width=30, dec_heads=4, vocab_size=3, max_len=2).validate()
 
@@ -173,3 +176,17 @@ def test_vocabulary_and_length_come_from_the_task():
         fixed.resolve(12, 7)
     with pytest.raises(ValueError, match="model.max_len=7 contradicts"):
         fixed.resolve(11, 8)
+
+
+def test_conv_stem_channels_and_depth():
+    """Default: one strided conv per stage, channels up to half the width (the shipped models'
+    layout); ``depth``/``last`` add stride-1 convolutions and set the last stage's channels."""
+    from rlcv_lib.models.vit import ConvStem
+
+    def kernels(**kw):
+        stem = ConvStem(8, 128, dtype=jnp.float32, rngs=nnx.Rngs(0), **kw)
+        return [c.kernel.shape for c in stem.convs]
+
+    assert kernels() == [(3, 3, 3, 16), (3, 3, 16, 32), (3, 3, 32, 64)]
+    assert kernels(depth=2, last=128) == [(3, 3, 3, 32), (3, 3, 32, 32), (3, 3, 32, 64),
+                                          (3, 3, 64, 64), (3, 3, 64, 128), (3, 3, 128, 128)]

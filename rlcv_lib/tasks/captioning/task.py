@@ -134,11 +134,14 @@ CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
 }
 
 
-MODEL_PRESETS: dict[str, Any] = {**models.MODEL_PRESETS, "cpu": models.MODEL_SIZES["cpu_stem1"],
-                                 "paper": models.MODEL_SIZES["vit_b16_cap128"]}
-"""Captioning's ``model`` section per preset: the shared sizes; at ``cpu`` the size its shipped
-captioner was trained with (the one-convolution stem, before the shared scenes encoder's); at
-``paper`` the paper's captioner (ViT-B/16 encoder, 6-layer decoder, 512² images)."""
+MODEL_PRESETS: dict[str, Any] = {
+    **models.MODEL_PRESETS,
+    "cpu": dataclasses.replace(models.MODEL_SIZES["cpu"], encoder_init="shipped"),
+    "paper": models.MODEL_SIZES["vit_b16_cap128"]}
+"""Captioning's ``model`` section per preset: the shared sizes; at ``cpu`` MLE starts from the
+shipped scenes encoder (docs/design.md §4.3; notes/scenes_encoder.md: the captioner trained
+from random weights did not read shapes); at ``paper`` the paper's captioner (ViT-B/16
+encoder, 6-layer decoder, 512² images)."""
 
 
 def normalize(text: str) -> list[str]:

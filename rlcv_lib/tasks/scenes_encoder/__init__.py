@@ -8,7 +8,8 @@ from rlcv_lib.tasks import Stage, TaskSpec
 SPEC = TaskSpec(
     name="scenes_encoder",
     section="rlcv_lib.tasks.scenes_encoder.task:ScenesEncoderConfig:SCENES_ENCODER_PRESETS",
+    shared_presets={"train": "rlcv_lib.tasks.scenes_encoder.task:TRAIN_PRESETS"},
     stages=(Stage("mle", "rlcv_lib.tasks.scenes_encoder.task:RECIPE",
-                  ("model", "world", "train", "scenes_encoder"), shipped=False),),
+                  ("model", "world", "train", "scenes_encoder")),),
     check="rlcv_lib.tasks.scenes_encoder.task:check_config",
 )

@@ -1,12 +1,10 @@
-"""The shared scenes encoder's pretraining: its per-patch targets, heads, step and recipe."""
+"""The scenes encoder's per-patch targets from a collated scenes batch."""
 
-import dataclasses
 
 import numpy as np
 import pytest
 
-from rlcv_lib.config import ConfigError, get_config
-from rlcv_lib.core import optim
+from rlcv_lib.config import get_config
 from rlcv_lib.data import palette, pipeline, scenes
 from rlcv_lib.tasks.scenes_encoder import targets as tg
 from rlcv_lib.tasks.scenes_encoder import task as enc
@@ -36,7 +34,6 @@ def test_the_colour_truth_is_the_colour_each_thing_was_painted_with(cpu_cfg):
                       == -1)
     assert checked > 300
 
-
 def test_patch_targets_are_shares_of_the_patch(cpu_cfg):
     b = _batch(cpu_cfg)
     task = enc.make_task(cpu_cfg)
@@ -50,14 +47,21 @@ def test_patch_targets_are_shares_of_the_patch(cpu_cfg):
     np.testing.assert_allclose(t["semantic"][3, 2 * g + 5],
                                np.bincount(block.ravel(), minlength=task.num_categories) / p**2)
     has_thing = t["colour_weight"] > 0
-    np.testing.assert_allclose(t["colour"][has_thing].sum(-1), 1, atol=1e-5)
-    assert np.all(t["colour"][~has_thing] == 0)
+    np.testing.assert_array_equal(t["thing_weight"], t["colour_weight"])  # no grey image
+    np.testing.assert_allclose(t["thing_weight"], t["semantic"][..., 1:1 + task.num_things]
+                               .sum(-1), atol=1e-6)
+    for k in ("colour", "shape"):
+        np.testing.assert_allclose(t[k][has_thing].sum(-1), 1, atol=1e-5)
+        assert np.all(t[k][~has_thing] == 0)
+    # the shape target is the thing-class part of the category shares, renormalised
+    i, j = np.argwhere(t["thing_weight"] > 0.3)[0]
+    np.testing.assert_allclose(t["shape"][i, j] * t["thing_weight"][i, j],
+                               t["semantic"][i, j, 1:1 + task.num_things], atol=1e-6)
     # a thing's box centre is in the patch that holds its class
     y0, x0, y1, x1 = b["boxes"][0, 0]
     centre = int((y0 + y1) / 2 * g) * g + int((x0 + x1) / 2 * g)
     assert t["centre"][0, centre] == 1 + b["labels"][0, 0]
     assert (t["centre"] > 0).sum() <= b["num_boxes"].sum()
-
 
 def test_grey_inputs_lose_their_colour_targets_only(cpu_cfg):
     b = _batch(cpu_cfg, 4)
@@ -70,44 +74,5 @@ def test_grey_inputs_lose_their_colour_targets_only(cpu_cfg):
     np.testing.assert_allclose(img[..., 0], img[..., 2])
     np.testing.assert_allclose(img[..., 0], b["image"][grey] @ palette.LUMA, atol=1e-6)
     np.testing.assert_array_equal(t["image"][~grey], b["image"][~grey])
-    for k in ("semantic", "centre"):
+    for k in ("semantic", "shape", "thing_weight", "centre"):
         np.testing.assert_array_equal(t[k], plain[k])
-
-
-def test_grey_choice_is_a_pure_function_of_seed_and_step():
-    a = enc.grey_choice(0, 7, 1000, 0.25)
-    assert np.array_equal(a, enc.grey_choice(0, 7, 1000, 0.25))
-    assert not np.array_equal(a, enc.grey_choice(0, 8, 1000, 0.25))
-    assert 0.2 < a.mean() < 0.3
-
-
-def test_the_step_learns_a_fixed_batch_and_the_evaluator_reports_both_inputs():
-    cfg = get_config("smoke", task="scenes_encoder")
-    task = enc.make_task(cfg)
-    model = enc.build(cfg, task)
-    batch = task.targets(_batch(cfg, 8), np.array([True, False] * 4))
-    opt = optim.make_optimizer(model, dataclasses.replace(cfg.train, schedule="constant"))
-    step = enc.make_step(task)
-    first = float(step(model, opt, batch)["loss"])
-    for _ in range(20):
-        last = step(model, opt, batch)
-    assert float(last["loss"]) < 0.7 * first
-    assert set(last) >= {"loss/semantic", "loss/colour", "loss/centre", "grad_norm"}
-
-    class Val:
-        batch = _batch(cfg, 8, "validation")
-
-    metrics = enc.make_evaluator(task, Val)(model)
-    assert {"semantic_acc", "colour_acc", "centre_acc", "grey_semantic_acc",
-            "grey_loss/semantic"} <= set(metrics)
-    assert "grey_colour_acc" not in metrics and "grey_loss/colour" not in metrics
-    assert all(np.isfinite(v) for v in metrics.values())
-
-
-def test_contradictions_are_refused_naming_the_field():
-    with pytest.raises(ConfigError, match="grey_fraction"):
-        enc.make_task(get_config("smoke", {"scenes_encoder.grey_fraction": 1.5},
-                                 task="scenes_encoder"))
-    with pytest.raises(ConfigError, match="encoder_init"):
-        enc.make_task(get_config("smoke", {"model.encoder_init": "shipped"},
-                                 task="scenes_encoder"))
