@@ -84,7 +84,8 @@ task = pre.task
 evals = pre.history.records("eval")
 mle_seconds = max([r.get("time", 0.0) for r in pre.history.records()] or [0.0])
 print(f"MLE model: {pre.source}", pre.path or "", pre.manifest.get("steps"), "steps,",
-      f"{mle_seconds:.0f} s of MLE (the pretraining curve's clock)")
+      f"{mle_seconds:.0f} s of MLE (the pretraining curve's clock); encoder from",
+      pre.encoder_start)
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
 st = [r["step"] for r in evals]
 for key, label in (("mAP", "mAP"), ("AP50", "AP50"), ("recall50", "recall@0.5")):

@@ -93,7 +93,8 @@ pre = shipped.load_or_pretrain(cp.RECIPE, cfg, dirs["mle"], cache_dir=cache,
 task = pre.task
 print(f"MLE model: {pre.source}" + (f" from {pre.path}" if pre.path else "")
       + f", {pre.manifest.get('steps')} steps, {pre.manifest.get('train_seconds', 0):.0f} s of "
-      f"training; loaded/trained here in {time.time() - t0:.0f} s")
+      f"training; loaded/trained here in {time.time() - t0:.0f} s; encoder from "
+      f"{pre.encoder_start}")
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
 axes[0].plot(*pre.history.column("loss", kind="train"))

@@ -53,6 +53,11 @@ def test_mle_starts_from_it_and_the_shipped_manifest_says_so(encoder, tmp_path):
     assert manifest["config"]["model"]["encoder_init"] == str(path)
     plain = get_config("smoke", task="detection")
     assert "encoder_init" not in plain.hashed(sections=("model",))["model"]  # old hashes kept
+    loaded = shipped.load_or_pretrain(DETECTION, cfg, None, path=out)
+    assert loaded.encoder_start.startswith(f"the scenes encoder {path}")
+    assert shipped.load_or_pretrain(DETECTION, plain, tmp_path / "plain", path=tmp_path / "none",
+                                    eval_examples=8, train_size=8, progress=False
+                                    ).encoder_start.startswith("random weights")
 
 
 def test_another_architecture_is_refused_naming_the_fields(encoder):
@@ -62,6 +67,11 @@ def test_another_architecture_is_refused_naming_the_fields(encoder):
     model = build_model(cfg.model, DETECTION.make_task(cfg, None), seed=0)
     with pytest.raises(ConfigError, match=r"model.enc_depth: encoder 1, this model 2"):
         encoder_init.initialise(model, cfg)
+    cfg = get_config("smoke", {"model.encoder_init": str(path), "model.stem": "conv",
+                               "model.stem_depth": 2}, task="detection")
+    with pytest.raises(ConfigError, match=r"model.stem: encoder 'patch', this model 'conv'; "
+                                          r"model.stem_depth: encoder 1, this model 2"):
+        encoder_init.read(cfg)
 
 
 def test_a_missing_encoder_says_how_to_make_it(tmp_path):

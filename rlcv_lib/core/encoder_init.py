@@ -12,6 +12,7 @@ naming the fields. What a model was initialised from is recorded in its shipped 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ from flax import nnx
 from rlcv_lib.config import ConfigError
 from rlcv_lib.core import checkpoint
 
-ENCODER_FIELDS = ("image_size", "patch_size", "stem", "enc_width", "enc_depth", "enc_heads",
-                  "enc_mlp", "enc_pos")
+ENCODER_FIELDS = ("image_size", "patch_size", "stem", "stem_depth", "stem_width", "enc_width",
+                  "enc_depth", "enc_heads", "enc_mlp", "enc_pos")
 """The ``model`` fields that decide the encoder's architecture."""
 
 ENCODER_TASK = "scenes_encoder"
@@ -58,9 +59,10 @@ def read(cfg: Any) -> tuple[Path, dict[str, Any]]:
     if manifest.get("task") != ENCODER_TASK:
         raise ConfigError(f"model.encoder_init: {path} holds a {manifest.get('task')!r} model, "
                           f"not a {ENCODER_TASK!r}")
-    recorded = manifest["config"]["model"]
-    diffs = [f"model.{f}: encoder {recorded.get(f)!r}, this model {getattr(cfg.model, f)!r}"
-             for f in ENCODER_FIELDS if recorded.get(f) != getattr(cfg.model, f)]
+    defaults = dataclasses.asdict(type(cfg.model)())  # a manifest omits added fields at default
+    recorded = {**defaults, **manifest["config"]["model"]}
+    diffs = [f"model.{f}: encoder {recorded[f]!r}, this model {getattr(cfg.model, f)!r}"
+             for f in ENCODER_FIELDS if recorded[f] != getattr(cfg.model, f)]
     if diffs:
         raise ConfigError(f"model.encoder_init: the encoder at {path} has another architecture "
                           f"({'; '.join(diffs)})")

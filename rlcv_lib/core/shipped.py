@@ -144,6 +144,16 @@ class Pretrained:
     """The shipped manifest, or the same fields for a model trained here."""
     recipe: Recipe
 
+    @property
+    def encoder_start(self) -> str:
+        """Where this model's encoder started its MLE: the shared scenes encoder (path and
+        steps, from the manifest's ``encoder_init``) or random weights."""
+        start = self.manifest.get("encoder_init")
+        if not start:
+            return "random weights (trained with the task's MLE)"
+        return (f"the scenes encoder {start['path']} ({start['steps']} updates, manifest "
+                f"{start['manifest_hash']})")
+
     def wrong_image_control(self, val: evaluate.Split) -> tuple[dict[str, dict[str, float]], str]:
         """(the wrong-image control of this model, where it comes from): the shipped
         manifest's, else measured now on ``val``."""
@@ -268,4 +278,6 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
     evals = run.history.records("eval")
     manifest = {"steps": evals[-1]["step"] if evals else 0, "train_seconds": run.seconds,
                 "metrics": _last_metrics(evals)}
+    if encoder_init.configured(cfg):
+        manifest["encoder_init"] = encoder_init.provenance(encoder_init.encoder_path(cfg))
     return Pretrained(run.model, run.task, run.history, "trained", None, manifest, recipe)

@@ -240,7 +240,7 @@ class CaptioningTuning:
                 "tune_seconds": {n: r.seconds for n, r in self.runs.items()},
                 "controls": self.control_info,
                 "curve": tune_curves(list(self.runs.values())),
-                "mle_source": self.pre.source}
+                "mle_source": self.pre.source, "mle_encoder": self.pre.encoder_start}
 
 
 def tune_and_evaluate(cfg: Any, *, workdir: str | Path, pre: shipped.Pretrained | None = None,

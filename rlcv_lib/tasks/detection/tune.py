@@ -176,7 +176,8 @@ class DetectionTuning:
         return {"test": self.metrics, "curve": self.monitor.history.records(),
                 "best_step": self.best_step, "tune_seconds": self.run.seconds,
                 "update_seconds": ev.update_seconds(self.run.history),
-                "mle_steps": self.pre.manifest.get("steps"), "mle_source": self.pre.source}
+                "mle_steps": self.pre.manifest.get("steps"), "mle_source": self.pre.source,
+                "mle_encoder": self.pre.encoder_start}
 
 
 def tune_and_evaluate(cfg: Any, *, pre: shipped.Pretrained | None = None,
