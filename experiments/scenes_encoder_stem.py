@@ -88,7 +88,7 @@ def run_cnn(steps: int) -> None:
 
     @nnx.jit
     def update(m, opt, t):
-        loss = lambda m: enc._weighted_xent(m(t["image"]), t["shape"], t["thing_weight"])  # noqa: E731
+        loss = lambda m: enc.weighted_xent(m(t["image"]), t["shape"], t["thing_weight"])  # noqa: E731
         grads = nnx.grad(loss)(m)
         opt.update(m, grads)
 

@@ -6,9 +6,10 @@ reads (shape, colour and position; docs/design.md §4.3)::
 
     semantic  float [B,P,1+T+U]  share of the patch's pixels per category: void (0), the T thing
                                  classes, the U stuff classes (the panoptic category ids)
-    colour    float [B,P,K]      share of the patch's *thing* pixels per palette colour name
-    colour_weight float [B,P]    share of the patch's pixels that belong to a thing (0 where
-                                 none does, and on grey inputs: colour is not in them)
+    shape     float [B,P,T]      share of the patch's *thing* pixels per thing class
+    thing_weight float [B,P]     share of the patch's pixels that belong to a thing
+    colour    float [B,P,K]      share of the patch's thing pixels per palette colour name
+    colour_weight float [B,P]    ``thing_weight``, but 0 on grey inputs (colour is not in them)
     centre    int32 [B,P]        1 + thing class of the thing whose box centre lies in the
                                  patch (the later one where two do), else 0
 

@@ -105,23 +105,28 @@ def head_sizes(num_things: int, num_stuff: int) -> dict[str, int]:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class EncoderTask:
-    """What the recipe needs: head sizes, the patch size and the loss weights."""
+    """What the recipe needs: the world's class counts, the patch size and the loss weights."""
 
     name: str
     patch: int
-    num_categories: int
     num_things: int
+    num_stuff: int
     weights: Mapping[str, float]
     grey_fraction: float
 
     @property
+    def num_categories(self) -> int:
+        """Void, things and stuff: the panoptic category ids ``0 .. T+U``."""
+        return 1 + self.num_things + self.num_stuff
+
+    @property
     def sizes(self) -> dict[str, int]:
-        return head_sizes(self.num_things, self.num_categories - 1 - self.num_things)
+        return head_sizes(self.num_things, self.num_stuff)
 
     def targets(self, batch: Mapping[str, np.ndarray], grey: np.ndarray | None = None
                 ) -> dict[str, np.ndarray]:
         return tg.patch_targets(batch, patch=self.patch, num_things=self.num_things,
-                                num_stuff=self.num_categories - 1 - self.num_things, grey=grey)
+                                num_stuff=self.num_stuff, grey=grey)
 
 
 def make_task(cfg: Any, cache_dir: str | None = None) -> EncoderTask:
@@ -129,14 +134,13 @@ def make_task(cfg: Any, cache_dir: str | None = None) -> EncoderTask:
     w = cfg.scenes_encoder
     return EncoderTask(
         name="scenes_encoder", patch=cfg.model.patch_size,
-        num_categories=1 + len(cfg.world.thing_classes) + len(cfg.world.stuff_classes),
-        num_things=len(cfg.world.thing_classes), grey_fraction=w.grey_fraction,
+        num_things=len(cfg.world.thing_classes), num_stuff=len(cfg.world.stuff_classes),
+        grey_fraction=w.grey_fraction,
         weights={"semantic": w.semantic_weight, "shape": w.shape_weight,
-                 "colour": w.colour_weight,
-                 "centre": w.centre_weight})
+                 "colour": w.colour_weight, "centre": w.centre_weight})
 
 
-def _weighted_xent(logits: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
+def weighted_xent(logits: jax.Array, target: jax.Array, weight: jax.Array) -> jax.Array:
     """Soft cross-entropy per patch, averaged with ``weight`` [B,P] (0 when all weights are)."""
     xent = optax.softmax_cross_entropy(logits, target)
     return jnp.sum(xent * weight) / jnp.maximum(jnp.sum(weight), 1e-6)
@@ -150,8 +154,8 @@ def losses(logits: Mapping[str, jax.Array], t: Mapping[str, jax.Array]
     centre = 0.5 * (jnp.sum(xent * has) / jnp.maximum(jnp.sum(has), 1.0)
                     + jnp.sum(xent * (1 - has)) / jnp.maximum(jnp.sum(1 - has), 1.0))
     return {"semantic": jnp.mean(optax.softmax_cross_entropy(logits["semantic"], t["semantic"])),
-            "shape": _weighted_xent(logits["shape"], t["shape"], t["thing_weight"]),
-            "colour": _weighted_xent(logits["colour"], t["colour"], t["colour_weight"]),
+            "shape": weighted_xent(logits["shape"], t["shape"], t["thing_weight"]),
+            "colour": weighted_xent(logits["colour"], t["colour"], t["colour_weight"]),
             "centre": centre}
 
 
