@@ -207,9 +207,10 @@ def _predict(model: ScenesEncoder, images: jax.Array) -> dict[str, jax.Array]:
 def scores(logits: Mapping[str, np.ndarray], t: Mapping[str, np.ndarray], num_things: int
            ) -> dict[str, float]:
     """Per-patch accuracies: ``semantic_acc`` (argmax against the patch's majority category;
-    ``thing_semantic_acc`` on the patches whose majority is a thing class: the shape read),
-    ``colour_acc`` (on patches at least half thing), ``centre_acc`` (on patches holding a box
-    centre: class right) and ``centre_false`` (share of the other patches given a centre)."""
+    ``thing_semantic_acc`` on the patches whose majority is a thing class), ``shape_acc`` (the
+    shape head's thing class, on patches at least half thing: the shape read), ``colour_acc``
+    (the same patches, colour inputs), ``centre_acc`` (on patches holding a box centre: class
+    right) and ``centre_false`` (share of the other patches given a centre)."""
     truth = np.argmax(t["semantic"], -1)
     sem_ok = np.argmax(logits["semantic"], -1) == truth
     thing = (truth >= 1) & (truth <= num_things)
