@@ -461,6 +461,17 @@ def _pixel_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(cols[0]), int(rows[-1]), int(cols[-1])
 
 
+def interior(mask: np.ndarray) -> np.ndarray:
+    """bool [H,W]: the pixels of ``mask`` whose four neighbours are in it too (a thing's rim is
+    the rest of its mask)."""
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return inner
+
+
 def _paint_things(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
                   owner: np.ndarray) -> list[dict[str, Any]]:
     """Paints things into ``image`` (float [n,n,3]) and ``owner`` (int [n,n], slot+1)."""
@@ -497,12 +508,8 @@ def _paint_things(cfg: WorldConfig, rng: np.random.Generator, image: np.ndarray,
         window = image[y0:y1, x0:x1]
         window[mask] = rgb
         if cfg.outline and min(hy, hx) >= 2.5:
-            interior = mask.copy()  # the window extends past the shape, except at image edges
-            interior[1:] &= mask[:-1]
-            interior[:-1] &= mask[1:]
-            interior[:, 1:] &= mask[:, :-1]
-            interior[:, :-1] &= mask[:, 1:]
-            window[mask & ~interior] = RIM_SHADE * rgb
+            # the window extends past the shape, except at image edges
+            window[mask & ~interior(mask)] = RIM_SHADE * rgb
         owner[y0:y1, x0:x1][mask] = slot + 1
         painted.append({"slot": slot + 1, "label": label, "name": name, "muted": muted,
                         "color": palette.COLOR_NAMES[color], "window": (y0, x0, y1, x1)})

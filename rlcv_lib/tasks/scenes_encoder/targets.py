@@ -48,19 +48,9 @@ def nearest_colour(rgb: np.ndarray, rims: bool = False) -> np.ndarray:
     return _MODE_NAME[np.argmin(d, axis=-1)]
 
 
-def _interior(mask: np.ndarray) -> np.ndarray:
-    """bool [H,W]: the pixels of ``mask`` whose four neighbours are in it too."""
-    inner = mask.copy()
-    inner[1:] &= mask[:-1]
-    inner[:-1] &= mask[1:]
-    inner[:, 1:] &= mask[:, :-1]
-    inner[:, :-1] &= mask[:, 1:]
-    return inner
-
-
 def to_grey(images: np.ndarray) -> np.ndarray:
     """float [..., 3] -> its BT.601 luma replicated to three channels (same range)."""
-    return np.repeat((np.asarray(images, np.float32) @ palette.LUMA)[..., None], 3, axis=-1)
+    return np.repeat(palette.luma(images)[..., None], 3, axis=-1)
 
 
 def _patch_mean(x: np.ndarray, patch: int) -> np.ndarray:
@@ -87,7 +77,7 @@ def thing_colour_map(batch: Mapping[str, np.ndarray]) -> np.ndarray:
     for b in range(pan.shape[0]):
         for q in np.flatnonzero(batch["seg_isthing"][b] & (batch["seg_id"][b] > 0)):
             mask = pan[b] == batch["seg_id"][b, q]
-            inner = _interior(mask)
+            inner = scenes.interior(mask)
             if inner.any():  # the fill, away from the rim (a white rim is nearly grey)
                 out[b][mask] = nearest_colour(np.median(image[b][inner], axis=0))
             elif mask.any():
