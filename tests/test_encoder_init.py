@@ -60,6 +60,29 @@ def test_mle_starts_from_it_and_the_shipped_manifest_says_so(encoder, tmp_path):
                                     ).encoder_start.startswith("random weights")
 
 
+def test_a_run_keeps_the_encoder_it_started_from_when_the_encoder_is_reshipped(encoder,
+                                                                               tmp_path):
+    path, trained = encoder
+    source = tmp_path / "encoder"
+    checkpoint.save_shipped(source, trained, checkpoint.read_manifest(path))
+    cfg = get_config("smoke", {"model.encoder_init": str(source), "train.num_steps": 1,
+                               "train.eval_every": 1, "train.ckpt_every": 1}, task="detection")
+    pretrain.pretrain(DETECTION, cfg, tmp_path / "run", eval_examples=8, train_size=8,
+                      progress=False)
+    first = shipped.manifest_hash(source)
+    manifest = {**checkpoint.read_manifest(path), "steps": 99}  # the encoder is re-shipped
+    checkpoint.save_shipped(source, trained, manifest)
+    assert shipped.manifest_hash(source) != first
+    resumed = pretrain.pretrain(DETECTION, cfg, tmp_path / "run", eval_examples=8,
+                                train_size=8, progress=False)  # resumes at its last step
+    assert resumed.encoder_start["manifest_hash"] == first
+    out = shipped.ship_run(DETECTION, cfg, tmp_path / "run", out=tmp_path / "det")
+    assert checkpoint.read_manifest(out)["encoder_init"]["manifest_hash"] == first
+    fresh = pretrain.pretrain(DETECTION, cfg, tmp_path / "run2", eval_examples=8,
+                              train_size=8, progress=False)
+    assert fresh.encoder_start["manifest_hash"] == shipped.manifest_hash(source)
+
+
 def test_another_architecture_is_refused_naming_the_fields(encoder):
     path, _ = encoder
     cfg = get_config("smoke", {"model.encoder_init": str(path), "model.enc_depth": 2},

@@ -34,6 +34,18 @@ def test_the_colour_truth_is_the_colour_each_thing_was_painted_with(cpu_cfg):
                       == -1)
     assert checked > 300
 
+def test_the_category_map_names_each_segments_category(cpu_cfg):
+    b = _batch(cpu_cfg)
+    cats = tg.category_map(b)
+    want = np.zeros_like(cats)
+    for i in range(len(cats)):
+        for sid, cat in zip(b["seg_id"][i], b["seg_category"][i], strict=True):
+            if sid > 0:
+                want[i][b["panoptic"][i] == sid] = cat
+    np.testing.assert_array_equal(cats, want)
+    assert len(np.unique(cats)) > 3  # things and stuff, not all void
+
+
 def test_patch_targets_are_shares_of_the_patch(cpu_cfg):
     b = _batch(cpu_cfg)
     task = enc.make_task(cpu_cfg)
@@ -76,3 +88,6 @@ def test_grey_inputs_lose_their_colour_targets_only(cpu_cfg):
     np.testing.assert_array_equal(t["image"][~grey], b["image"][~grey])
     for k in ("semantic", "shape", "thing_weight", "centre"):
         np.testing.assert_array_equal(t[k], plain[k])
+    every = tg.greyed(plain)  # the evaluator's all-grey targets, from the colour ones
+    assert np.all(every["colour_weight"] == 0)
+    np.testing.assert_array_equal(every["image"][grey], t["image"][grey])

@@ -6,13 +6,15 @@ checkpoint (``checkpoints/scenes_encoder-<preset>``). :func:`initialise` copies 
 weights into a freshly built encoder-decoder before MLE starts; the decoder keeps its random
 initialisation and the pretraining heads are dropped. The encoder's manifest must record the
 same encoder fields (:data:`ENCODER_FIELDS`) as the model it initialises: a mismatch is refused
-naming the fields. What a model was initialised from is recorded in its shipped manifest
-(:func:`provenance`).
+naming the fields. What a model was initialised from is written into its run's workdir when
+the run starts (:func:`start_run`) and copied from there into its shipped manifest, so a run
+shipped after the encoder was re-shipped still names the encoder it started from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,10 @@ ENCODER_FIELDS = ("image_size", "patch_size", "stem", "stem_depth", "stem_width"
 """The ``model`` fields that decide the encoder's architecture."""
 
 ENCODER_TASK = "scenes_encoder"
+
+RECORD = "encoder_init.json"
+"""The file of a pretraining workdir that holds :func:`provenance` of the encoder it started
+from."""
 
 
 def configured(cfg: Any) -> bool:
@@ -84,17 +90,45 @@ def initialise(model: nnx.Module, cfg: Any) -> dict[str, Any]:
     source = ScenesEncoder(cfg.model, sizes, rngs=nnx.Rngs(0))
     checkpoint.load_variables(path, source)
     nnx.update(model.encoder, nnx.state(source.encoder))
-    return provenance(path)
+    return provenance(path, manifest)
 
 
-def provenance(path: str | Path) -> dict[str, Any]:
+def start_run(model: nnx.Module, cfg: Any, workdir: str | Path | None) -> dict[str, Any] | None:
+    """Initialises ``model``'s encoder (when ``cfg`` names one) at the start of a pretraining
+    run in ``workdir``; returns the run's :func:`provenance` (None without an encoder). A fresh
+    run writes it to ``workdir/RECORD``; a resumed run (a checkpoint in ``workdir``, whose
+    weights replace these) keeps the recorded one: that of the encoder it started from."""
+    if not configured(cfg):
+        return None
+    start = initialise(model, cfg)
+    if workdir is None:
+        return start
+    ckpts = Path(workdir) / "checkpoints"
+    resumed = ckpts.is_dir() and any(ckpts.iterdir())
+    return (resumed and recorded(workdir)) or _record(workdir, start)
+
+
+def recorded(workdir: str | Path) -> dict[str, Any] | None:
+    """The provenance recorded in the pretraining workdir ``workdir`` (None if none is)."""
+    record = Path(workdir) / RECORD
+    return json.loads(record.read_text()) if record.exists() else None
+
+
+def _record(workdir: str | Path, start: dict[str, Any]) -> dict[str, Any]:
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    (Path(workdir) / RECORD).write_text(json.dumps(start, indent=1) + "\n")
+    return start
+
+
+def provenance(path: str | Path, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """``{"path", "manifest_hash", "steps"}`` of the encoder checkpoint at ``path`` (relative
-    to the repository when inside it): what a shipped manifest records, as ``encoder_init``, of
-    the encoder its model's MLE was configured to start from (read when it is shipped)."""
+    to the repository when inside it; ``manifest`` its manifest when already read): what a
+    shipped manifest records, as ``encoder_init``, of the encoder its model's MLE started
+    from."""
     from rlcv_lib.core import shipped
 
     path = Path(path).absolute()
-    manifest = checkpoint.read_manifest(path)
+    manifest = checkpoint.read_manifest(path) if manifest is None else manifest
     where = path.relative_to(shipped.ROOT.parent) if path.is_relative_to(shipped.ROOT.parent) \
         else path
     return {"path": str(where), "manifest_hash": shipped.manifest_hash(path),

@@ -72,6 +72,9 @@ class PretrainResult:
     val: evaluate.Split
     """The validation scenes of the curve (and of the wrong-image control)."""
     seconds: float
+    encoder_start: dict[str, Any] | None = None
+    """:func:`~rlcv_lib.core.encoder_init.provenance` of the encoder the run started from
+    (None: random initialisation)."""
 
 
 def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examples: int = 256,
@@ -87,8 +90,7 @@ def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examp
     (:mod:`rlcv_lib.core.encoder_init`)."""
     task = recipe.make_task(cfg, cache_dir)
     model = recipe.model(cfg, task)
-    if encoder_init.configured(cfg):  # a resumed run overwrites it with its checkpoint
-        encoder_init.initialise(model, cfg)
+    start = encoder_init.start_run(model, cfg, workdir)  # resumed: the checkpoint replaces it
     tcfg = recipe.train_config(cfg)
     seed = evaluate.seed_for(cfg.run.seed, "pretrain")
     src = sources.open_source("scenes", "train", world=cfg.world, cache_dir=cache_dir,
@@ -103,7 +105,7 @@ def pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *, eval_examp
                        eval_at_start=True, progress=progress, desc=f"{recipe.name} MLE", mesh=mesh,
                        **train.fit_kwargs(tcfg))
     return PretrainResult(model=model, task=task, history=result.history, val=val,
-                          seconds=result.seconds)
+                          seconds=result.seconds, encoder_start=start)
 
 
 def restore_model(recipe: Recipe, cfg: Any, workdir: str | Path, step: int | None = None,

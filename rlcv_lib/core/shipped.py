@@ -171,10 +171,7 @@ def ship(recipe: Recipe, cfg: Any, run: Any, path: str | Path, control: dict | N
     stage's) records the manifest hash of the stage it was made from."""
     records = run.history.records()
     evals = run.history.records("eval")
-    if encoder_init.configured(cfg):
-        extra = {"encoder_init": encoder_init.provenance(encoder_init.encoder_path(cfg))}
-    else:
-        extra = {}
+    extra = {"encoder_init": run.encoder_start} if run.encoder_start else {}
     manifest = checkpoint.make_manifest(
         matching_config(cfg, recipe.train_section), scenes.WORLD_VERSION,
         steps=max((r["step"] for r in records), default=0),
@@ -225,7 +222,17 @@ def run_at_step(recipe: Recipe, cfg: Any, workdir: str | Path, step: int | None,
     for rec in sorted(kept.values(), key=lambda r: (r["step"], r.get("kind", ""))):
         history.append(rec)
     val = evaluate.load_split(cfg, "validation", eval_examples, cache_dir)
-    return PretrainResult(model=model, task=task, history=history, val=val, seconds=0.0)
+    return PretrainResult(model=model, task=task, history=history, val=val, seconds=0.0,
+                          encoder_start=_encoder_start(cfg, workdir))
+
+
+def _encoder_start(cfg: Any, workdir: str | Path) -> dict[str, Any] | None:
+    """The encoder a pretraining run in ``workdir`` started from: as recorded at its start
+    (a run older than the record: the encoder ``cfg`` names now)."""
+    if not encoder_init.configured(cfg):
+        return None
+    return encoder_init.recorded(workdir) or encoder_init.provenance(
+        encoder_init.encoder_path(cfg))
 
 
 def ship_run(recipe: Recipe, cfg: Any, workdir: str | Path, *, at: int | None = None,
@@ -278,6 +285,6 @@ def load_or_pretrain(recipe: Recipe, cfg: Any, workdir: str | Path | None, *,
     evals = run.history.records("eval")
     manifest = {"steps": evals[-1]["step"] if evals else 0, "train_seconds": run.seconds,
                 "metrics": _last_metrics(evals)}
-    if encoder_init.configured(cfg):
-        manifest["encoder_init"] = encoder_init.provenance(encoder_init.encoder_path(cfg))
+    if run.encoder_start:
+        manifest["encoder_init"] = run.encoder_start
     return Pretrained(run.model, run.task, run.history, "trained", None, manifest, recipe)

@@ -61,13 +61,15 @@ def _patch_mean(x: np.ndarray, patch: int) -> np.ndarray:
 
 
 def category_map(batch: Mapping[str, np.ndarray]) -> np.ndarray:
-    """int32 [B,H,W]: the category id of every pixel (0 = void) from the panoptic map."""
-    pan = np.asarray(batch["panoptic"])
-    cats = np.zeros(pan.shape, np.int32)
-    for q in range(batch["seg_id"].shape[1]):
-        sid = batch["seg_id"][:, q][:, None, None]
-        cats = np.where((pan == sid) & (sid > 0), batch["seg_category"][:, q][:, None, None], cats)
-    return cats
+    """int32 [B,H,W]: the category id of every pixel (0 = void) from the panoptic map, as
+    the panoptic task reads it (:func:`rlcv_lib.tasks.panoptic.task.ground_truth`)."""
+    from rlcv_lib.tasks.panoptic.task import ground_truth
+
+    truth = ground_truth(batch)
+    segments = truth["gt_map"]  # [B,H,W] segment position + 1, 0 = void
+    table = np.pad(truth["gt_category"], ((0, 0), (1, 0)))  # [B,1+Q], void first
+    flat = np.take_along_axis(table, segments.reshape(len(segments), -1), axis=1)
+    return flat.reshape(segments.shape).astype(np.int32)
 
 
 def thing_colour_map(batch: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -109,7 +111,7 @@ def patch_targets(batch: Mapping[str, np.ndarray], *, patch: int, num_things: in
     if image.ndim != 4 or image.shape[2] != s or s % patch:
         raise ValueError(f"batch['image'] must be [B,S,S,3] with S a multiple of patch={patch}, "
                          f"got {image.shape}")
-    grey = np.zeros(b, bool) if grey is None else np.asarray(grey, bool)
+    grey = np.zeros(b, bool) if grey is None else grey
     cats = category_map(batch)
     if cats.max(initial=0) >= num_categories:
         raise ValueError(f"category id {cats.max()} >= num_categories={num_categories}")
@@ -120,12 +122,19 @@ def patch_targets(batch: Mapping[str, np.ndarray], *, patch: int, num_things: in
     colour = _patch_mean(onehot_col, patch) / np.maximum(thing_share, 1e-9)[..., None]
     semantic = _patch_mean(onehot_cat, patch)
     shape = semantic[..., 1:1 + num_things] / np.maximum(thing_share, 1e-9)[..., None]
-    return {
-        "image": np.where(grey[:, None, None, None], to_grey(image), image),
-        "semantic": semantic,
-        "shape": shape.astype(np.float32),
-        "thing_weight": thing_share.astype(np.float32),
-        "colour": colour.astype(np.float32),
-        "colour_weight": np.where(grey[:, None], 0.0, thing_share).astype(np.float32),
-        "centre": centre_classes(batch, s // patch),
-    }
+    targets = {"image": image, "semantic": semantic, "shape": shape.astype(np.float32),
+               "thing_weight": thing_share.astype(np.float32),
+               "colour": colour.astype(np.float32), "colour_weight": thing_share.astype(np.float32),
+               "centre": centre_classes(batch, s // patch)}
+    return greyed(targets, grey)
+
+
+def greyed(targets: Mapping[str, np.ndarray], grey: np.ndarray | None = None
+           ) -> dict[str, np.ndarray]:
+    """``targets`` (of :func:`patch_targets`) with the images ``grey`` (bool [B]; default
+    all) given grey: their pixels replaced by luma and their colour targets masked."""
+    image = targets["image"]
+    grey = np.ones(len(image), bool) if grey is None else np.asarray(grey, bool)
+    return {**targets, "image": np.where(grey[:, None, None, None], to_grey(image), image),
+            "colour_weight": np.where(grey[:, None], 0.0, targets["colour_weight"]
+                                      ).astype(np.float32)}

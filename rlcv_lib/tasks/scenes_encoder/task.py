@@ -233,7 +233,7 @@ def make_evaluator(task: EncoderTask, val):
     """``fn(model, step) -> metrics``: losses and :func:`scores` on the validation images in
     colour and (prefix ``grey_``) all grey."""
     colour = task.targets(val.batch)
-    grey = task.targets(val.batch, np.ones(len(val.batch["image"]), bool))
+    grey = tg.greyed(colour)
 
     def evaluate(model, step: int = 0) -> dict[str, float]:
         out = {}
