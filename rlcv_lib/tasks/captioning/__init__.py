@@ -8,7 +8,8 @@ from rlcv_lib.tasks import Stage, TaskSpec
 SPEC = TaskSpec(
     name="captioning",
     section="rlcv_lib.tasks.captioning.task:CaptioningConfig:CAPTIONING_PRESETS",
-    shared_presets={"model": "rlcv_lib.tasks.captioning.task:MODEL_PRESETS"},
+    shared_presets={"model": "rlcv_lib.tasks.captioning.task:MODEL_PRESETS",
+                    "train": "rlcv_lib.tasks.captioning.task:TRAIN_PRESETS"},
     stages=(Stage("mle", "rlcv_lib.tasks.captioning.pretrain:RECIPE",
                   ("model", "world", "train", "captioning")),),
     tune="rlcv_lib.tasks.captioning.tune:tune_and_evaluate",

@@ -62,6 +62,7 @@ import numpy as np
 
 from rlcv_lib import models
 from rlcv_lib.config import ConfigError, tuning_field
+from rlcv_lib.core import train as train_lib
 from rlcv_lib.tasks.captioning import reward as cider
 
 PAD, EOS, UNK = 0, 1, 2
@@ -132,6 +133,13 @@ CAPTIONING_PRESETS: dict[str, CaptioningConfig] = {
     # Real COCO captions have no scene truth: no grounded run.
     "paper": CaptioningConfig(max_len=64, min_count=5, val_size=5000, grounded_run_weight=0.0),
 }
+
+
+TRAIN_PRESETS: dict[str, Any] = {
+    **train_lib.TRAIN_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TRAIN_PRESETS["cpu"], num_steps=2500)}
+"""Captioning's MLE ``train`` section per preset. cpu: 2,500 updates from the shared scenes
+encoder, the shipped captioner's run (notes/scenes_encoder.md)."""
 
 
 MODEL_PRESETS: dict[str, Any] = {
