@@ -71,7 +71,11 @@ timings = {}
 # ## 1. The MLE starting point
 # As in the paper, tuning starts from a model pretrained by MLE elsewhere: the package ships the
 # cpu preset's detector (`checkpoints/detection-cpu`, made by `make pretrain`, its manifest
-# checked against this config). Without one (or with `run.from_scratch`) MLE runs here.
+# checked against this config). Without one (or with `run.from_scratch`) MLE runs here. Its
+# encoder started from the package's shared scenes encoder (`model.encoder_init="shipped"`,
+# docs/design.md §4.3), pretrained to name each patch's category, shape and colour and the
+# class of the thing whose box centre it holds, much as the paper's detector starts from a
+# pretrained ViT; the cell prints which encoder.
 # The curve: validation mAP and recall@0.5 (greedy decoding, boxes scored by class likelihood)
 # and boxes per image against the truth, during pretraining.
 

@@ -93,7 +93,7 @@ class ModelConfig:
 
 # Named sizes. ``cpu`` is the shared scenes encoder's (docs/design.md §4.3: two convolutions per
 # stem stage, 32-64-128 channels, learnt shape where the one-convolution stem did not);
-# ``cpu_stem1`` the size before it, that the shipped detector was trained with.
+# ``cpu_stem1`` the size before it (the detector shipped until 2026-12-03 was trained with it).
 # The three paper models (docs/design.md §4.1, §10.1): detection ViT-B/16 +
 # 6-layer decoder, 600 tokens at 1280²; panoptic (UViM stage II) ViT-L/16 + 24-layer decoder, 256
 # code tokens from a 4096 codebook at 512²; captioning ViT-B/16 + 6-layer decoder, 128 tokens.

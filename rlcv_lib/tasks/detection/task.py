@@ -179,10 +179,17 @@ of 16 images × ``rl.num_samples`` at lr 1e-4, evaluated every 250 (notes/detect
 says how these were chosen)."""
 
 
-MODEL_PRESETS = {**models.MODEL_PRESETS, "cpu": models.MODEL_SIZES["cpu_stem1"]}
-"""Detection's ``model`` section per preset: at ``cpu`` the size its shipped detector was
-trained with (the one-convolution stem, before the shared scenes encoder's; docs/design.md
-§4.3), the shared sizes elsewhere."""
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    **train_lib.TRAIN_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TRAIN_PRESETS["cpu"], num_steps=3000, eval_every=500),
+}
+"""Detection's MLE ``train`` section per preset. cpu: 3,000 updates from the shared scenes
+encoder, the shipped detector's run (notes/scenes_encoder.md)."""
+
+MODEL_PRESETS = {**models.MODEL_PRESETS,
+                 "cpu": dataclasses.replace(models.MODEL_SIZES["cpu"], encoder_init="shipped")}
+"""Detection's ``model`` section per preset: at ``cpu`` the shared size, its encoder starting
+from the shipped scenes encoder (docs/design.md §4.3); the shared sizes elsewhere."""
 
 
 class Slots(NamedTuple):
