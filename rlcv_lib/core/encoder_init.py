@@ -105,7 +105,9 @@ def start_run(model: nnx.Module, cfg: Any, workdir: str | Path | None) -> dict[s
         return start
     ckpts = Path(workdir) / "checkpoints"
     resumed = ckpts.is_dir() and any(ckpts.iterdir())
-    return (resumed and recorded(workdir)) or _record(workdir, start)
+    if resumed and (kept := recorded(workdir)):
+        return kept
+    return _record(workdir, start)
 
 
 def recorded(workdir: str | Path) -> dict[str, Any] | None:
