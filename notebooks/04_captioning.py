@@ -86,7 +86,7 @@ print("captioning:", cfg.captioning)
 # with `run.from_scratch`) it is trained here. Its MLE started from the package's shared scenes
 # encoder (`model.encoder_init="shipped"`, docs/design.md §4.3), pretrained to name each patch's
 # category, shape and colour: from random weights the captioner hardly learns to tell shapes
-# apart on a CPU budget (the wrong-image control of section 1 measures it). Its validation
+# apart on a CPU budget (the wrong-image control below measures it). Its validation
 # curve: pycocoevalcap's CIDEr-D of greedy captions, and the reward (the same metric with
 # training-set document frequencies).
 

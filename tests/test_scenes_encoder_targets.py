@@ -34,6 +34,7 @@ def test_the_colour_truth_is_the_colour_each_thing_was_painted_with(cpu_cfg):
                       == -1)
     assert checked > 300
 
+
 def test_the_category_map_names_each_segments_category(cpu_cfg):
     b = _batch(cpu_cfg)
     cats = tg.category_map(b)
