@@ -97,23 +97,30 @@ def start_run(model: nnx.Module, cfg: Any, workdir: str | Path | None) -> dict[s
     """Initialises ``model``'s encoder (when ``cfg`` names one) at the start of a pretraining
     run in ``workdir``; returns the run's :func:`provenance` (None without an encoder). A fresh
     run writes it to ``workdir/RECORD``; a resumed run (a checkpoint in ``workdir``, whose
-    weights replace these) keeps the recorded one: that of the encoder it started from."""
+    weights replace the encoder's) loads nothing and keeps the recorded one: that of the
+    encoder it started from."""
     if not configured(cfg):
         return None
-    start = initialise(model, cfg)
-    if workdir is None:
-        return start
-    ckpts = Path(workdir) / "checkpoints"
-    resumed = ckpts.is_dir() and any(ckpts.iterdir())
-    if resumed and (kept := recorded(workdir)):
+    ckpts = Path(workdir) / "checkpoints" if workdir is not None else None
+    if ckpts is not None and ckpts.is_dir() and any(ckpts.iterdir()) and \
+            (kept := recorded(workdir)):
         return kept
-    return _record(workdir, start)
+    start = initialise(model, cfg)
+    return start if workdir is None else _record(workdir, start)
 
 
 def recorded(workdir: str | Path) -> dict[str, Any] | None:
     """The provenance recorded in the pretraining workdir ``workdir`` (None if none is)."""
     record = Path(workdir) / RECORD
     return json.loads(record.read_text()) if record.exists() else None
+
+
+def of_run(cfg: Any, workdir: str | Path) -> dict[str, Any] | None:
+    """The encoder the pretraining run of ``cfg`` in ``workdir`` started from: as recorded at
+    its start (a run older than the record: the encoder ``cfg`` names now; None: random)."""
+    if not configured(cfg):
+        return None
+    return recorded(workdir) or provenance(encoder_path(cfg))
 
 
 def _record(workdir: str | Path, start: dict[str, Any]) -> dict[str, Any]:

@@ -223,16 +223,7 @@ def run_at_step(recipe: Recipe, cfg: Any, workdir: str | Path, step: int | None,
         history.append(rec)
     val = evaluate.load_split(cfg, "validation", eval_examples, cache_dir)
     return PretrainResult(model=model, task=task, history=history, val=val, seconds=0.0,
-                          encoder_start=_encoder_start(cfg, workdir))
-
-
-def _encoder_start(cfg: Any, workdir: str | Path) -> dict[str, Any] | None:
-    """The encoder a pretraining run in ``workdir`` started from: as recorded at its start
-    (a run older than the record: the encoder ``cfg`` names now)."""
-    if not encoder_init.configured(cfg):
-        return None
-    return encoder_init.recorded(workdir) or encoder_init.provenance(
-        encoder_init.encoder_path(cfg))
+                          encoder_start=encoder_init.of_run(cfg, workdir))
 
 
 def ship_run(recipe: Recipe, cfg: Any, workdir: str | Path, *, at: int | None = None,
