@@ -203,8 +203,9 @@ def wrong_image_control(recipe: Any, model, task: Any, batch: Mapping[str, np.nd
         raise ValueError(f"the wrong-image control needs >= 2 images, got {len(batch['image'])}")
     tokens = recipe.truth_tokens(task, batch)
     masks = recipe.token_masks(task, tokens)
-    true = masked_nll(model, task, batch["image"], tokens, masks)
-    wrong = masked_nll(model, task, np.roll(batch["image"], 1, axis=0), tokens, masks)
+    images = recipe.images(task, batch)
+    true = masked_nll(model, task, images, tokens, masks)
+    wrong = masked_nll(model, task, np.roll(images, 1, axis=0), tokens, masks)
     return {"true": true, "wrong": wrong, "gap": {k: wrong[k] - true[k] for k in true}}
 
 

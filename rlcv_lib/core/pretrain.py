@@ -46,6 +46,9 @@ class Recipe:
     """``(cfg, task) -> step`` with the trainer's contract (None: the task's MLE step)."""
     train_section: str = "train"
     """The config section holding the :class:`~rlcv_lib.core.train.TrainConfig` it trains with."""
+    input_images: Callable[[Any, dict], np.ndarray] | None = None
+    """``(task, scenes batch) -> float [B,H,W,3]``: what the model reads of a scenes batch
+    (None: its ``image``; UViM colorization's stage II reads the grey image)."""
 
     def model(self, cfg: Any, task: Any) -> Any:
         """A freshly initialised model of this recipe."""
@@ -56,6 +59,10 @@ class Recipe:
     def step(self, cfg: Any, task: Any) -> Any:
         """The training step of this recipe."""
         return self.make_step(cfg, task) if self.make_step else steps.make_mle_step(task)
+
+    def images(self, task: Any, batch: dict) -> np.ndarray:
+        """The model's input images of a collated scenes ``batch``."""
+        return batch["image"] if self.input_images is None else self.input_images(task, batch)
 
     def train_config(self, cfg: Any) -> train.TrainConfig:
         """The training settings of this recipe in ``cfg``."""

@@ -10,7 +10,12 @@ SPEC = TaskSpec(
     name="colorization",
     section="rlcv_lib.tasks.colorization.task:ColorizationConfig:COLORIZATION_PRESETS",
     shared_presets={"world": "rlcv_lib.tasks.colorization.world:COLORIZATION_WORLD_PRESETS",
-                    "vqvae": "rlcv_lib.tasks.colorization.task:VQVAE_COLOUR_PRESETS"},
+                    "vqvae": "rlcv_lib.tasks.colorization.task:VQVAE_COLOUR_PRESETS",
+                    "model": "rlcv_lib.tasks.colorization.task:MODEL_PRESETS",
+                    "train": "rlcv_lib.tasks.colorization.task:TRAIN_PRESETS"},
     stages=(Stage("stage1", "rlcv_lib.tasks.colorization.task:STAGE1_RECIPE",
-                  ("world", "vqvae", "stage1", "colorization")),),
+                  ("world", "vqvae", "stage1", "colorization")),
+            # stage II's manifest records stage I's (``requires``): no need to hash its sections
+            Stage("stage2", "rlcv_lib.tasks.colorization.pretrain:STAGE2_RECIPE",
+                  ("model", "world", "train", "colorization"), shipped=False)),
 )

@@ -17,6 +17,8 @@ from typing import Literal
 
 import numpy as np
 
+from rlcv_lib import models
+from rlcv_lib.core import train as train_lib
 from rlcv_lib.data import palette
 from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
 from rlcv_lib.tasks.colorization.reward import colourfulness
@@ -42,6 +44,19 @@ COLORIZATION_PRESETS: dict[str, ColorizationConfig] = {
     "gpu": ColorizationConfig(),
     "paper": ColorizationConfig(luma="tf"),
 }
+
+MODEL_PRESETS: dict[str, models.ModelConfig] = {
+    **models.MODEL_PRESETS,
+    "cpu": dataclasses.replace(models.MODEL_SIZES["cpu"], encoder_init="shipped"),
+    "paper": models.MODEL_SIZES["vit_l16_pan256"]}
+"""Stage II's ``model`` section per preset: the shared sizes; at ``cpu`` its encoder starts from
+the shipped scenes encoder (docs/design.md §4.3; it was trained with a grey share of its images
+for this input); at ``paper`` UViM's stage II (ViT-L/16 encoder, 24-layer decoder, 512²)."""
+
+TRAIN_PRESETS: dict[str, train_lib.TrainConfig] = {
+    **train_lib.TRAIN_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TRAIN_PRESETS["cpu"], num_steps=4000, eval_every=500)}
+"""Stage II's MLE ``train`` section per preset (the cpu run's length: notes/colorization.md)."""
 
 VQVAE_COLOUR_PRESETS: dict[str, VQVAEConfig] = {
     name: dataclasses.replace(cfg, targets=(("rgb", 3),)) for name, cfg in VQVAE_PRESETS.items()}
