@@ -146,3 +146,27 @@ def test_bad_shapes_are_named():
         refs.recolour(x, np.ones((1, 2, 1), np.int32), [], WORLD, np.random.default_rng(0))
     with pytest.raises(ValueError, match="images must be"):
         refs.best_recolouring(x[0], np.ones((1, 2, 1), np.int32), [[THING]], WORLD)
+
+
+def test_palette_distance_is_zero_on_a_drawable_colour_and_nan_on_void():
+    world = dataclasses.replace(WORLD, stuff_hues=("red", "blue"))
+    truth = image(rgb("green"), rgb("green"), rgb("grey"))  # thing, thing, void
+    pan = np.array([[[1, 1, 0]] * 2])
+    segs = [[THING]]
+    recoloured = truth.copy()
+    recoloured[..., 1, :] = 2 * rgb("orange") - 1  # another colour of the same grey level
+    d = refs.palette_distance(recoloured, truth, pan, segs, world)
+    np.testing.assert_allclose(d[..., :2], 0, atol=1e-5)
+    assert np.isnan(d[..., 2]).all()
+    off = truth.copy()
+    off[..., 0, :] += np.array([0.3, -0.3, 0.0])  # no colour of the palette
+    d = refs.palette_distance(off, truth, pan, segs, world)
+    assert (d[..., 0] > 0.2).all()
+    np.testing.assert_allclose(refs.in_palette_rate(d, 0.1), [0.5])  # one of two thing pixels
+    np.testing.assert_allclose(refs.in_palette_rate(d, 1.0), [1.0])
+    with pytest.raises(ValueError, match="like the truth"):
+        refs.palette_distance(off[:, :1], truth, pan, segs, world)
+
+
+def test_the_in_palette_rate_of_an_image_without_regions_is_nan():
+    assert np.isnan(refs.in_palette_rate(np.full((1, 2, 2), np.nan), 0.1)[0])

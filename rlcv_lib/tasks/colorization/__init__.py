@@ -12,10 +12,13 @@ SPEC = TaskSpec(
     shared_presets={"world": "rlcv_lib.tasks.colorization.world:COLORIZATION_WORLD_PRESETS",
                     "vqvae": "rlcv_lib.tasks.colorization.task:VQVAE_COLOUR_PRESETS",
                     "model": "rlcv_lib.tasks.colorization.task:MODEL_PRESETS",
-                    "train": "rlcv_lib.tasks.colorization.task:TRAIN_PRESETS"},
+                    "train": "rlcv_lib.tasks.colorization.task:TRAIN_PRESETS",
+                    "tune": "rlcv_lib.tasks.colorization.task:TUNE_PRESETS"},
     stages=(Stage("stage1", "rlcv_lib.tasks.colorization.task:STAGE1_RECIPE",
                   ("world", "vqvae", "stage1", "colorization")),
             # stage II's manifest records stage I's (``requires``): no need to hash its sections
             Stage("stage2", "rlcv_lib.tasks.colorization.pretrain:STAGE2_RECIPE",
-                  ("model", "world", "train", "colorization"), shipped=False)),
+                  ("model", "world", "train", "colorization"))),
+    tune="rlcv_lib.tasks.colorization.tune:tune_and_evaluate",
+    notebook="05_colorization",
 )

@@ -215,3 +215,31 @@ def best_recolouring(images: np.ndarray, panoptic: np.ndarray, segments: Sequenc
 def colourfulness_rows(rows: dict[str, np.ndarray]) -> dict[str, float]:
     """``{row: mean colourfulness on [−1, 1]}`` of each batch of images [B,H,W,3] in ``rows``."""
     return {k: float(colourfulness(np.asarray(v, np.float64)).mean()) for k, v in rows.items()}
+
+
+def palette_distance(pred: np.ndarray, images: np.ndarray, panoptic: np.ndarray,
+                     segments: Sequence[Any], world: scenes.WorldConfig) -> np.ndarray:
+    """float32 [B,H,W]: per pixel, the Euclidean distance (RGB on [−1, 1]) of ``pred`` to the
+    nearest colour that its region can be drawn in (:func:`region_palette`) at the pixel's luma
+    in the truth ``images``; NaN on void pixels (no region). The in-palette judge reads it."""
+    pred, images, panoptic = np.asarray(pred), np.asarray(images), np.asarray(panoptic)
+    _check(images, panoptic, segments)
+    if pred.shape != images.shape:
+        raise ValueError(f"pred must be {images.shape} like the truth, got {pred.shape}")
+    out = np.full(panoptic.reshape(len(images), -1).shape, np.nan, np.float32)
+    flat = pred.reshape(len(images), -1, 3).astype(np.float32)
+    for b in range(len(images)):
+        for idx, y, chroma, _ in _regions(images[b], panoptic[b], segments[b], world):
+            d = np.stack([np.linalg.norm(flat[b, idx] - _at(y, c), axis=-1) for c in chroma])
+            out[b, idx] = d.min(0)
+    return out.reshape(panoptic.shape)
+
+
+def in_palette_rate(distance: np.ndarray, tolerance: float) -> np.ndarray:
+    """float [B]: the share of each image's annotated pixels (non-NaN ``distance`` [B,H,W])
+    within ``tolerance`` of their region's palette (NaN for an image without one)."""
+    d = np.asarray(distance).reshape(len(distance), -1)
+    valid = ~np.isnan(d)
+    with np.errstate(invalid="ignore"):
+        return np.where(valid & (np.nan_to_num(d, nan=np.inf) <= tolerance), 1.0, 0.0).sum(1) \
+            / valid.sum(1)

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from rlcv_lib import models
+from rlcv_lib.config import ConfigError, tuning_field
 from rlcv_lib.core import train as train_lib
 from rlcv_lib.data import palette
 from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
@@ -36,10 +37,45 @@ class ColorizationConfig:
 
     luma: Literal["bt601", "tf"] = "bt601"
     """The grey conversion of the input (:data:`LUMA_WEIGHTS`)."""
+    val_size: int = tuning_field(256)
+    """Validation scenes of the tuning curve and the checkpoint choice."""
+    guard_luma_psnr: float = tuning_field(30.0)
+    """The guarded run's reward: colourfulness − ``guard_weight`` × max(0, this − the decoded
+    image's luma PSNR against the grey input, in dB): a colourizer that changes the image it
+    was given pays for every dB below this."""
+    guard_weight: float = tuning_field(0.1)
+    """Colourfulness lost per dB of luma PSNR below ``guard_luma_psnr`` (the guarded run)."""
+    select_luma_drop: float = tuning_field(1.0)
+    """The checkpoint choice keeps only evaluations whose validation luma PSNR is at most this
+    many dB below the MLE model's and whose in-palette rate is not below its; among them the
+    most colourful (temperature-1 samples) wins, the MLE model (step 0) included."""
+    in_palette_tolerance: float = tuning_field(0.15)
+    """A decoded pixel is in palette when it lies within this distance (RGB on [−1, 1]) of a
+    colour its region can be drawn in at its luma (:func:`~rlcv_lib.tasks.colorization.
+    references.palette_distance`; chosen on validation scenes by
+    ``experiments/colorization_palette_tolerance.py``: the truth's pixels lie within it, the
+    dull bound's mostly do not)."""
+    mle_as_long: bool = tuning_field(True)
+    """Run the control "MLE trained on for as long as the plain tuning took"."""
+    shown: int = tuning_field(6)
+    """Test images in the before/after figure."""
+
+    def __post_init__(self) -> None:
+        if self.luma not in LUMA_WEIGHTS:
+            raise ConfigError(f"invalid ColorizationConfig: luma={self.luma!r}; choose one of "
+                              f"{sorted(LUMA_WEIGHTS)}")
+        for name in ("val_size", "shown"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"invalid ColorizationConfig: {name} must be >= 1, got "
+                                  f"{getattr(self, name)}")
+        for name in ("guard_weight", "select_luma_drop", "in_palette_tolerance"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"invalid ColorizationConfig: {name} must be >= 0, got "
+                                  f"{getattr(self, name)}")
 
 
 COLORIZATION_PRESETS: dict[str, ColorizationConfig] = {
-    "smoke": ColorizationConfig(),
+    "smoke": ColorizationConfig(val_size=8, shown=3),
     "cpu": ColorizationConfig(),
     "gpu": ColorizationConfig(),
     "paper": ColorizationConfig(luma="tf"),
@@ -57,6 +93,13 @@ TRAIN_PRESETS: dict[str, train_lib.TrainConfig] = {
     **train_lib.TRAIN_PRESETS,
     "cpu": dataclasses.replace(train_lib.TRAIN_PRESETS["cpu"], num_steps=4000, eval_every=500)}
 """Stage II's MLE ``train`` section per preset (the cpu run's length: notes/colorization.md)."""
+
+TUNE_PRESETS: dict[str, train_lib.TrainConfig] = {
+    **train_lib.TUNE_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TUNE_PRESETS["cpu"], batch_size=16, num_steps=600,
+                               eval_every=100, ckpt_every=100)}
+"""Colorization's ``tune`` section per preset. cpu: 600 updates of 16 grey images ×
+``rl.num_samples`` at lr 1e-4 (the shared cpu value), evaluated every 100."""
 
 VQVAE_COLOUR_PRESETS: dict[str, VQVAEConfig] = {
     name: dataclasses.replace(cfg, targets=(("rgb", 3),)) for name, cfg in VQVAE_PRESETS.items()}
