@@ -27,11 +27,15 @@ setup: $(STAMP)  ## create .venv and install everything (idempotent)
 reproduce: setup  ## run every notebook of notebooks/manifest.toml with PRESET (default cpu), then figures/results.json and RESULTS.md
 	$(PY) -m rlcv_lib.reproduce run --preset $(PRESET) --seed $(SEED) $(if $(filter 1,$(FROM_SCRATCH)),--from-scratch,)
 
-TASKS ?= scenes_encoder detection captioning
+# In order: the encoder first (the others start from it), a UViM stage I before its stage II.
+TASKS ?= scenes_encoder detection captioning colorization:stage1 colorization:stage2 \
+	panoptic:stage1
 
-pretrain: setup  ## MLE-pretrain (resumable) and ship checkpoints/<task>-$(PRESET) (TASKS=scenes_encoder detection captioning: the encoder first, captioning starts from it)
-	@set -e; for t in $(TASKS); do $(PY) -m rlcv_lib pretrain $$t $(PRESET) && \
-	  $(PY) -m rlcv_lib ship $$t $(PRESET); done
+pretrain: setup  ## MLE-pretrain (resumable) and ship checkpoints/<task>[-<stage>]-$(PRESET) for each of TASKS (task or task:stage)
+	@set -e; for t in $(TASKS); do \
+	  case $$t in *:*) s="--stage $${t#*:}"; t=$${t%%:*};; *) s="";; esac; \
+	  $(PY) -m rlcv_lib pretrain $$t $(PRESET) $$s && $(PY) -m rlcv_lib ship $$t $(PRESET) $$s; \
+	done
 
 test: setup  ## lint, unit tests, then every notebook in the smoke preset (nbval), then their declared outputs
 	$(MAKE) --no-print-directory lint

@@ -3,6 +3,7 @@
 split is not read). How the cpu tuning recipe was chosen (notes/colorization.md).
 
     python experiments/colorization_tuning_probe.py --lr 1e-4 3e-4 --steps 300
+    python experiments/colorization_tuning_probe.py --run guarded colorization.guard_weight=0.5
 """
 
 import argparse
@@ -12,6 +13,7 @@ import tempfile
 import jax
 from flax import nnx
 
+from rlcv_lib.cli import parse_overrides
 from rlcv_lib.config import get_config
 from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import shipped
@@ -25,9 +27,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--run", default="tuned", choices=ct.RUNS)
     p.add_argument("--cache", default=None)
+    p.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = p.parse_args()
     for lr in args.lr:
         cfg = get_config("cpu", task="colorization", overrides={
+            **parse_overrides(args.overrides),
             "tune.lr": lr, "tune.num_steps": args.steps, "tune.eval_every": 50})
         pre = shipped.load_or_pretrain(cp.STAGE2_RECIPE, cfg, None, cache_dir=args.cache)
         val = ev.load_split(cfg, "validation", cfg.colorization.val_size, args.cache)
@@ -41,7 +45,8 @@ def main() -> None:
         for e in run.history.records("eval"):
             print(json.dumps({"lr": lr, **{k: round(v, 4) if isinstance(v, float) else v
                                           for k, v in e.items()}}))
-        print(json.dumps({"lr": lr, "best_step": run.best_step, "seconds": round(run.seconds),
+        print(json.dumps({"lr": lr, "overrides": args.overrides, "best_step": run.best_step,
+                          "seconds": round(run.seconds),
                           "steps_per_s": [r["steps_per_s"] for r in
                                           run.history.records("train")][-1]}))
 

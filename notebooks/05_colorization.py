@@ -59,7 +59,6 @@ ctx = notebook.setup("05_colorization", preset=preset, seed=seed, workdir=workdi
 import time
 
 import matplotlib.pyplot as plt
-import numpy as np
 
 from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import shipped

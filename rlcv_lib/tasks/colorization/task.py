@@ -39,12 +39,14 @@ class ColorizationConfig:
     """The grey conversion of the input (:data:`LUMA_WEIGHTS`)."""
     val_size: int = tuning_field(256)
     """Validation scenes of the tuning curve and the checkpoint choice."""
-    guard_luma_psnr: float = tuning_field(30.0)
+    guard_luma_psnr: float = tuning_field(32.0)
     """The guarded run's reward: colourfulness − ``guard_weight`` × max(0, this − the decoded
     image's luma PSNR against the grey input, in dB): a colourizer that changes the image it
     was given pays for every dB below this."""
-    guard_weight: float = tuning_field(0.1)
-    """Colourfulness lost per dB of luma PSNR below ``guard_luma_psnr`` (the guarded run)."""
+    guard_weight: float = tuning_field(0.5)
+    """Colourfulness lost per dB of luma PSNR below ``guard_luma_psnr`` (the guarded run).
+    Both guard values were chosen on validation
+    (``experiments/colorization_tuning_probe.py``, notes/colorization.md)."""
     select_luma_drop: float = tuning_field(1.0)
     """The checkpoint choice keeps only evaluations whose validation luma PSNR is at most this
     many dB below the MLE model's and whose in-palette rate is not below its; among them the
