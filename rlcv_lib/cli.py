@@ -168,12 +168,13 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
 def seeds_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The spread over seeds of every number of every test row, and of each row's difference
-    to the first row (the MLE model): ``{"seeds": [...], "rows": {row: {metric: spread}},
-    "gain_over": first row, "gains": {row: {metric: spread}}}``."""
+    to the MLE row (the result's ``gain_over``, default its first row): ``{"seeds": [...],
+    "rows": {row: {metric: spread}}, "gain_over": that row, "gains": {row: {metric:
+    spread}}}``."""
     from rlcv_lib.core import evaluate
 
     rows = list(results[0]["test"])
-    base = rows[0]
+    base = results[0].get("gain_over", rows[0])
     spread, gains = {}, {}
     for row in rows:
         metrics = [k for k, v in results[0]["test"][row].items() if isinstance(v, int | float)

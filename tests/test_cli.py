@@ -106,6 +106,11 @@ def test_seeds_summary_on_hand_built_results():
     assert out["gains"]["tuned"]["mAP"]["mean"] == pytest.approx(0.10)
     assert out["gains"]["tuned"]["mAP"]["std"] == pytest.approx(0.02)
     assert "MLE" not in out["gains"]
+    named = [{**r, "test": {"truth": {"mAP": 1.0}, **r["test"]}, "gain_over": "MLE"}
+             for r in results]  # a reference row first: the gains are still over the MLE row
+    out = cli.seeds_summary(named)
+    assert out["gain_over"] == "MLE" and out["gains"]["tuned"]["mAP"]["mean"] == pytest.approx(0.1)
+    assert out["gains"]["truth"]["mAP"]["mean"] == pytest.approx(0.6)
 
 
 def test_python_dash_m_runs_the_command_line():

@@ -82,7 +82,8 @@ def load_split(cfg: Any, split: str, num_examples: int, cache_dir: str | None = 
 # ----------------------------------------------------------------------- chunked model calls
 
 
-def _chunks(n: int, chunk: int) -> list[slice]:
+def chunks(n: int, chunk: int) -> list[slice]:
+    """Slices of ``range(n)`` of at most ``chunk`` items each: how model calls are batched."""
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     return [slice(lo, lo + chunk) for lo in range(0, n, chunk)]
@@ -96,7 +97,7 @@ def decode(model, task: Any, images: np.ndarray, method: str = "greedy", beam_si
     grammar)."""
     fn = steps.make_eval_fn(task, method, beam_size, spec=spec)
     return np.concatenate([np.asarray(fn(model, {"image": jnp.asarray(images[s])}))
-                           for s in _chunks(len(images), chunk)])
+                           for s in chunks(len(images), chunk)])
 
 
 def sample(model, task: Any, images: np.ndarray, num_samples: int, key: jax.Array, *,
@@ -111,7 +112,7 @@ def sample(model, task: Any, images: np.ndarray, num_samples: int, key: jax.Arra
     return np.concatenate([
         np.asarray(sampling.sample_jit(model, jnp.asarray(images[s]), jax.random.fold_in(key, c),
                                        spec).tokens)
-        for c, s in enumerate(_chunks(len(images), chunk))])
+        for c, s in enumerate(chunks(len(images), chunk))])
 
 
 def teacher_forced(model, task: Any, images: np.ndarray, tokens: np.ndarray, *,
@@ -120,7 +121,7 @@ def teacher_forced(model, task: Any, images: np.ndarray, tokens: np.ndarray, *,
     ``images``, teacher-forced under the task's grammar (what scores and NLLs are read from)."""
     spec = sampling.DecodeSpec.for_task(task)
     lp, lsm = [], []
-    for s in _chunks(len(tokens), chunk):
+    for s in chunks(len(tokens), chunk):
         tf = sampling.teacher_forced_jit(model, jnp.asarray(images[s]),
                                          jnp.asarray(tokens[s])[:, None], spec)
         lp.append(np.asarray(tf.logprobs[:, 0]))

@@ -232,6 +232,7 @@ class ColorizationTuning:
     def summary(self) -> dict[str, Any]:
         """The JSON-able result (what ``python -m rlcv_lib tune colorization`` writes)."""
         return {"test": {f"{r['model']}, {r['decoding']}": r for r in self.rows},
+                "gain_over": "MLE, T=1",  # the row a seed spread's gains are measured from
                 "best_step": {n: r.best_step for n, r in self.runs.items()},
                 "tune_seconds": {n: r.seconds for n, r in self.runs.items()},
                 "floor": self.floor, "controls": self.control_info,

@@ -1,15 +1,21 @@
 """Panoptic segmentation (UViM, the paper's Figure 1b), being built: ``reward`` (the per-image
-panoptic quality with panopticapi's rules) and ``task`` (config, the one-hot semantic and
-instance targets of UViM's stage I and their decoding into segments, UViM stage I pretraining).
-Stage II, the tokens, tuning and notebook ``06_panoptic`` come with the rest of issue 20; until
-then the task has one stage, ``stage1``, and no tuning entry point."""
+panoptic quality with panopticapi's rules), ``task`` (config, the one-hot semantic and
+instance targets of UViM's stage I and their decoding into segments, UViM stage I pretraining)
+and ``pretrain`` (stage II: the code generator and its MLE). Tuning and notebook
+``06_panoptic`` come with the rest of issue 20; until then the task has no tuning entry
+point."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 
 SPEC = TaskSpec(
     name="panoptic",
     section="rlcv_lib.tasks.panoptic.task:PanopticConfig:PANOPTIC_PRESETS",
-    shared_presets={"vqvae": "rlcv_lib.tasks.panoptic.task:VQVAE_PANOPTIC_PRESETS"},
+    shared_presets={"vqvae": "rlcv_lib.tasks.panoptic.task:VQVAE_PANOPTIC_PRESETS",
+                    "model": "rlcv_lib.tasks.panoptic.task:MODEL_PRESETS",
+                    "train": "rlcv_lib.tasks.panoptic.task:TRAIN_PRESETS"},
     stages=(Stage("stage1", "rlcv_lib.tasks.panoptic.task:STAGE1_RECIPE",
-                  ("world", "vqvae", "stage1", "panoptic")),),
+                  ("world", "vqvae", "stage1", "panoptic")),
+            # stage II's manifest records stage I's (``requires``): no need to hash its sections
+            Stage("stage2", "rlcv_lib.tasks.panoptic.pretrain:STAGE2_RECIPE",
+                  ("model", "world", "train", "panoptic"), shipped=False)),
 )

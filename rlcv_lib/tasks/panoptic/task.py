@@ -42,6 +42,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from rlcv_lib import models
+from rlcv_lib.core import train as train_lib
 from rlcv_lib.data import scenes
 from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
 from rlcv_lib.tasks.panoptic import reward
@@ -64,6 +66,19 @@ PANOPTIC_PRESETS: dict[str, PanopticConfig] = {
     "gpu": PanopticConfig(max_instances=24),
     "paper": PanopticConfig(max_instances=100),
 }
+
+MODEL_PRESETS: dict[str, models.ModelConfig] = {
+    **models.MODEL_PRESETS,
+    "cpu": dataclasses.replace(models.MODEL_SIZES["cpu"], encoder_init="shipped"),
+    "paper": models.MODEL_SIZES["vit_l16_pan256"]}
+"""Stage II's ``model`` section per preset: the shared sizes; at ``cpu`` its encoder starts from
+the shipped scenes encoder (docs/design.md §4.3); at ``paper`` UViM's stage II (ViT-L/16
+encoder, 24-layer decoder, 512²)."""
+
+TRAIN_PRESETS: dict[str, train_lib.TrainConfig] = {
+    **train_lib.TRAIN_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TRAIN_PRESETS["cpu"], num_steps=4000, eval_every=500)}
+"""Stage II's MLE ``train`` section per preset (cpu: as colorization's stage II)."""
 
 
 def num_semantic_channels(world: scenes.WorldConfig) -> int:

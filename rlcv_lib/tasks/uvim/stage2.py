@@ -13,6 +13,7 @@ tokens::
     {"image":   float [B,H,W,3]  the stage II input (colorization: the grey image on [0, 1]),
      "context": float [B,H,W,3]  stage I's context image (what its decoder sees beside codes),
      <target>:  float [B,H,W,C]  stage I's targets (the truth the judges read),
+     <kept>:                     further stage I entries the task keeps (``Stage2Task.keep``),
      "tokens":  int32 [B,L]      codes + 1 of the targets (training batches)}
 
 **Codes of the training split** (:func:`split_codes`): stage I's encoder in evaluation mode (no
@@ -108,6 +109,9 @@ class Stage2Task:
     judge: Callable[[Outputs, Mapping[str, np.ndarray]], dict[str, float]]
     """``(decoded outputs [B], stage II batch) -> {name: value}``: the task's metrics of a set
     of predictions (the evaluator's, beside the reward)."""
+    keep: tuple[str, ...] = ()
+    """Further entries of the stage I batch that the stage II batch carries for the score and
+    the judges (panoptic: the ground-truth tables)."""
     cache_dir: str | None = None
     """Where the codes of the training split are cached (None: in memory only)."""
     chunk: int = 256
@@ -155,12 +159,12 @@ class Stage2Task:
         s1 = self.stage1.make_batch(scenes_batch)
         targets = {n: s1[n] for n, _ in self.stage1.vqvae.targets}
         return {"image": np.asarray(self.input_image(scenes_batch), np.float32),
-                "context": s1["image"], **targets}
+                "context": s1["image"], **targets, **{k: s1[k] for k in self.keep}}
 
     def codes(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
         """int32 [B,L]: stage I's codes of a stage II batch's targets (evaluation mode)."""
         out = []
-        for s in ev._chunks(len(batch["context"]), self.chunk):
+        for s in ev.chunks(len(batch["context"]), self.chunk):
             targets = {n: jnp.asarray(batch[n][s], jnp.float32)
                        for n, _ in self.stage1.vqvae.targets}
             out.append(np.asarray(stage1.encode_codes(
@@ -212,7 +216,7 @@ class Stage2Task:
         if len(ctx) != len(flat):
             raise ValueError(f"{len(flat)} code sequences but {len(ctx)} context images")
         parts = [stage1.decode_codes(frozen, jnp.asarray(flat[s]), jnp.asarray(ctx[s]))
-                 for s in ev._chunks(len(flat), self.chunk)]
+                 for s in ev.chunks(len(flat), self.chunk)]
         return {n: np.concatenate([np.asarray(p[n]) for p in parts]).reshape(
             *lead, *parts[0][n].shape[1:]) for n in parts[0]}
 
