@@ -170,3 +170,15 @@ def test_palette_distance_is_zero_on_a_drawable_colour_and_nan_on_void():
 
 def test_the_in_palette_rate_of_an_image_without_regions_is_nan():
     assert np.isnan(refs.in_palette_rate(np.full((1, 2, 2), np.nan), 0.1)[0])
+
+
+def test_hue_shares_and_their_entropy():
+    pixels = image(rgb("red"), rgb("red"), rgb("blue"), rgb("grey"))  # grey: neutral
+    shares = refs.hue_shares(pixels)
+    assert shares["red"] == pytest.approx(0.5) and shares["blue"] == pytest.approx(0.25)
+    assert shares[refs.NEUTRAL] == pytest.approx(0.25)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert refs.entropy_bits(shares) == pytest.approx(1.5)
+    muted = image(palette.thing_rgb(palette.color_index("red"), muted=True))
+    assert refs.hue_shares(muted)["red"] == 1.0  # a muted red is still red
+    assert refs.entropy_bits({"a": 1.0, "b": 0.0}) == 0.0

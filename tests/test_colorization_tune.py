@@ -72,6 +72,8 @@ def test_the_main_path_end_to_end(result):
         chosen = [e for e in evals if e["step"] == run.best_step][0]
         assert chosen["select"] == max(e["select"] for e in evals)
         assert chosen["select"] >= 0  # step 0, the MLE model, always stands at its floors
+        assert (name, "T=1") in {(r["model"].split(",")[0], r["decoding"]) for r in result.rows
+                                 if r["model"] == f"{name}, last update"}
         assert summary["best_step"][name] == run.best_step
 
 

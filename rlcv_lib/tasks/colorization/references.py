@@ -243,3 +243,31 @@ def in_palette_rate(distance: np.ndarray, tolerance: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         return np.where(valid & (np.nan_to_num(d, nan=np.inf) <= tolerance), 1.0, 0.0).sum(1) \
             / valid.sum(1)
+
+
+NEUTRAL = "neutral"
+"""The hue class of a pixel whose chroma is below ``min_chroma`` (:func:`hue_shares`)."""
+
+
+def hue_shares(images: np.ndarray, min_chroma: float = 0.1) -> dict[str, float]:
+    """``{hue: share of all pixels}`` of images [B,H,W,3] on [−1, 1]: each pixel's chroma (its
+    colour minus its BT.601 grey, on [−1, 1]) is :data:`NEUTRAL` when shorter than
+    ``min_chroma``, else the vivid palette hue whose chroma points most nearly its way (largest
+    cosine). A colour-diversity judge: a colourizer that paints everything in one or two hues
+    has most of its pixels in them, whatever their saturation."""
+    x = np.asarray(images, np.float32).reshape(-1, 3)
+    chroma = x - (x @ palette.LUMA)[:, None]
+    vivid = [i for i, v in enumerate(palette.COLOR_IS_VIVID) if v]
+    names = [palette.COLOR_NAMES[i] for i in vivid]
+    hues = palette.COLOR_RGB[vivid] - palette.COLOR_LEVEL[vivid, None]  # [V,3] on [0, 1]
+    hues = hues / np.linalg.norm(hues, axis=1, keepdims=True)
+    norm = np.linalg.norm(chroma, axis=1)
+    hue = np.argmax(chroma @ hues.T, axis=1)
+    counts = np.bincount(np.where(norm < min_chroma, len(names), hue), minlength=len(names) + 1)
+    return dict(zip([*names, NEUTRAL], (counts / max(len(x), 1)).tolist(), strict=True))
+
+
+def entropy_bits(shares: dict[str, float]) -> float:
+    """Entropy in bits of a distribution ``{name: share}`` (zero shares count nothing)."""
+    p = np.asarray([v for v in shares.values() if v > 0], np.float64)
+    return float(-(p * np.log2(p)).sum()) if len(p) else 0.0

@@ -15,7 +15,10 @@ tune colorization`` run)::
   the luma PSNR of the decoded image against the grey input, the colour PSNR against the true
   colours (low for any colourizer of a world whose colours are drawn at random; read it beside
   the references' rows), and the in-palette rate (the share of annotated pixels within
-  ``colorization.in_palette_tolerance`` of a colour their region can be drawn in).
+  ``colorization.in_palette_tolerance`` of a colour their region can be drawn in), and colour
+  diversity: the entropy of the pixels' hues over all images and the share of the most common
+  hue (a colourizer that paints every scene in the same two vivid hues is saturated and in
+  palette, and not what a user asked for).
 * **Curve and checkpoint choice** (:func:`make_tune_eval`): on ``colorization.val_size``
   validation scenes every ``tune.eval_every`` updates, the mean reward of ``rl.num_samples``
   samples per image (a fixed key) and the judges of the first sample; the chosen checkpoint is
@@ -27,7 +30,9 @@ tune colorization`` run)::
   test image, a fixed key): greedy decoding of the MLE model is the near-zero-temperature
   decoding that gives dull colourizations (big_vision issue #19); beside them the reference
   rows truth, dull bound and best in-palette recolouring
-  (:mod:`rlcv_lib.tasks.colorization.references`) and the control ``MLE as long``.
+  (:mod:`rlcv_lib.tasks.colorization.references`), the control ``MLE as long``, and each run's
+  last update (``"<run>, last update"``, a diagnostic: what the reward alone made of the model
+  where the choice fell elsewhere).
 """
 
 from __future__ import annotations
@@ -96,18 +101,24 @@ def judge_images(pred: np.ndarray, batch: Mapping[str, np.ndarray], split: ev.Sp
                  ) -> dict[str, float]:
     """The judges (module docstring) of decoded images ``pred`` [B,H,W,3] of ``split``'s scenes,
     with their stage II ``batch``: ``colourfulness``, ``colourfulness_255``, ``luma_psnr``,
-    ``psnr`` (dB, each image's capped at :data:`PSNR_CAP`) and ``in_palette`` (percent)."""
+    ``psnr`` (dB, each image's capped at :data:`PSNR_CAP`), ``in_palette`` (percent), and the
+    colour diversity over all the images' pixels (:func:`~rlcv_lib.tasks.colorization.
+    references.hue_shares`): ``hue_entropy`` (bits) and ``top_hue_share`` (percent of the pixels
+    in the most common hue)."""
     pred = np.clip(np.asarray(pred, np.float32), -1, 1)
     truth = batch["rgb"]
     segments = [e["segments"] for e in split.examples]
     dist = refs.palette_distance(pred, truth, split.batch["panoptic"], segments, cfg.world)
     m = colourfulness(pred.astype(np.float64))
+    hues = refs.hue_shares(pred)
     return {"colourfulness": float(m.mean()), "colourfulness_255": float(to_255_scale(m).mean()),
             "luma_psnr": float(np.mean(np.minimum(PSNR_CAP, cp.luma_psnr(
                 pred, batch["context"], cfg.colorization.luma)))),
             "psnr": float(np.mean(np.minimum(PSNR_CAP, col.psnr(pred, truth)))),
             "in_palette": 100 * float(np.nanmean(refs.in_palette_rate(
-                dist, cfg.colorization.in_palette_tolerance)))}
+                dist, cfg.colorization.in_palette_tolerance))),
+            "hue_entropy": refs.entropy_bits(hues),
+            "top_hue_share": 100 * max(v for k, v in hues.items() if k != refs.NEUTRAL)}
 
 
 def selection(metrics: Mapping[str, float], floor: Mapping[str, float]) -> float:
@@ -155,6 +166,8 @@ class Tuned:
     seconds: float
     best_step: int
     best_value: float
+    last: Any = None
+    """The model at the run's last update (a diagnostic when it is not the chosen one)."""
 
 
 def tune_and_select(cfg: Any, model, task: stage2.Stage2Task, workdir: str | Path, name: str,
@@ -169,10 +182,11 @@ def tune_and_select(cfg: Any, model, task: stage2.Stage2Task, workdir: str | Pat
                           eval_fn=make_tune_eval(task, val, cfg, key, keeper, floor),
                           cache_dir=cache_dir, progress=progress,
                           desc=f"colorization REINFORCE ({name})")
+        last = nnx.clone(model)
         best = keeper.restore(model)
     finally:
         keeper.close()
-    return Tuned(name, model, run.history, run.seconds, best, keeper.value)
+    return Tuned(name, model, run.history, run.seconds, best, keeper.value, last)
 
 
 def reference_rows(test: ev.Split, batch: Mapping[str, np.ndarray], cfg: Any
@@ -226,8 +240,12 @@ class ColorizationTuning:
 
     @property
     def models(self) -> dict[str, Any]:
+        """Every model of the table: MLE, the controls, each run's chosen checkpoint, and each
+        run's last update (``"<run>, last update"``: a diagnostic, not chosen on validation;
+        the same model when the choice fell on it)."""
+        last = {f"{n}, last update": r.last for n, r in self.runs.items() if r.last is not None}
         return {"MLE": self.pre.model, **self.controls,
-                **{n: r.model for n, r in self.runs.items()}}
+                **{n: r.model for n, r in self.runs.items()}, **last}
 
     def summary(self) -> dict[str, Any]:
         """The JSON-able result (what ``python -m rlcv_lib tune colorization`` writes)."""
