@@ -17,5 +17,5 @@ SPEC = TaskSpec(
                   ("world", "vqvae", "stage1", "panoptic")),
             # stage II's manifest records stage I's (``requires``): no need to hash its sections
             Stage("stage2", "rlcv_lib.tasks.panoptic.pretrain:STAGE2_RECIPE",
-                  ("model", "world", "train", "panoptic"), shipped=False)),
+                  ("model", "world", "train", "panoptic"))),
 )

@@ -117,9 +117,8 @@ class Stage2Task:
     chunk: int = 256
     """Images per stage I call when coding a split or decoding samples."""
     _codes: dict = dataclasses.field(default_factory=dict, repr=False)
-
-    pad_id: int = PAD
-    eos_id: int | None = None
+    pad_id: int = dataclasses.field(default=PAD, init=False)
+    eos_id: int | None = dataclasses.field(default=None, init=False)
 
     @property
     def codebook_size(self) -> int:
