@@ -1,8 +1,9 @@
-"""Colorization (UViM, the paper's Figure 1c), being built: ``reward`` (colourfulness),
-``world`` (the scenes world with headroom it runs on), ``references`` (truth, dull bound, best
-in-palette recolouring) and ``task`` (config, grey input, UViM stage I pretraining). Stage II,
-tuning and notebook ``05_colorization`` come with the rest of issue 19; until then the task has
-one stage, ``stage1``, and no tuning entry point."""
+"""Colorization (UViM, the paper's Figure 1c): ``reward`` (colourfulness), ``world`` (the scenes
+world with headroom it runs on), ``references`` (truth, dull bound, best in-palette
+recolouring, and the in-palette and hue judges), ``task`` (config, grey input, UViM stage I),
+``pretrain`` (stage II), ``tune`` (plain and guarded tuning, the test rows), ``figures``.
+Notebook: ``05_colorization``. Not built yet: the ``paper`` preset on ImageNet and a loader of
+big_vision's released checkpoints."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 

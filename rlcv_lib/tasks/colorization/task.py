@@ -1,6 +1,6 @@
-"""Colorization (UViM, the paper's Figure 1c) on the scenes world: the task's config, its grey
-input, and stage I of its UViM model (``STAGE1_RECIPE``). Stage II, the tokens, the reward
-tuning and notebook ``05_colorization`` come next (issue 19).
+"""Colorization (UViM, the paper's Figure 1c) on the scenes world: the task's config and its
+presets of the shared sections, its grey input, and stage I of its UViM model
+(``STAGE1_RECIPE``); stage II is :mod:`rlcv_lib.tasks.colorization.pretrain`.
 
 The input is the image's luma replicated to three channels; the target its colour. Both live on
 [−1, 1] in stage I, as in UViM's released colorization (docs/design.md §10.2)::
