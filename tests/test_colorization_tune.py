@@ -5,9 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from rlcv_lib import config
 from rlcv_lib.core import evaluate as ev
+from rlcv_lib.models.vqvae import VQVAE
 from rlcv_lib.tasks.colorization import pretrain as cp
 from rlcv_lib.tasks.colorization import tune as ct
 
@@ -34,8 +36,10 @@ def test_the_guard_costs_weight_per_db_below_its_threshold():
 
 
 def test_runs_and_their_rewards():
-    task = object.__new__(cp.stage2.Stage2Task)
+    task = cp.make_task(CFG, stage1_model=VQVAE(CFG.vqvae, rngs=nnx.Rngs(0)))
     assert ct.task_for_run(task, CFG, "tuned") is task
+    guarded = ct.task_for_run(task, CFG, "guarded")
+    assert guarded.score is not task.score and guarded.frozen is task.frozen
     with pytest.raises(ValueError, match="unknown run"):
         ct.task_for_run(task, CFG, "bold")
 
