@@ -167,4 +167,5 @@ def test_stage1_pretrains_ships_and_loads_through_the_shared_recipe(smoke_stage_
     np.testing.assert_array_equal(loaded.model.sums[...], run.model.sums[...])
     np.testing.assert_array_equal(loaded.model.encoder_head.kernel[...],
                                   run.model.encoder_head.kernel[...])
-    assert shipped.shipped_path("panoptic", "cpu").name == "panoptic-stage1-cpu"
+    assert shipped.shipped_path("panoptic", "cpu", stage="stage1").name == "panoptic-stage1-cpu"
+    assert shipped.shipped_path("panoptic", "cpu").name == "panoptic-stage2-cpu"

@@ -13,7 +13,10 @@ from rlcv_lib.core import optim, sampling, split_state, steps
 from rlcv_lib.models import build_model
 
 B, N = 2, 2  # images, samples per image
-TUNED = [n for n in tasks.NAMES if tasks.get(n).tune is not None]
+NOT_BUILT = {"colorization": "its paper preset (UViM on imagenet2012, the released checkpoints' "
+                            "loader) is not built yet (issue 19)"}
+TUNED = [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=NOT_BUILT[n]))
+         if n in NOT_BUILT else n for n in tasks.NAMES if tasks.get(n).tune is not None]
 
 
 def paper_task(name, cfg):
