@@ -21,9 +21,9 @@
 # VQ-VAE: its encoder sees the colour image (and the grey one as context) and compresses the
 # colours into 16 codes from a codebook of 256; its decoder turns codes plus the grey image back
 # into colour. **Stage II** is our encoder-decoder: from the grey image alone it writes the 16
-# code tokens, trained by maximum likelihood (MLE) on stage I's codes of the training images. A
-# colourizer trained by MLE on a world whose colours cannot be told from the grey image learns
-# their average, so its colours are dull; the paper tunes stage II with REINFORCE on the
+# code tokens, trained by maximum likelihood (MLE) on stage I's codes of the training images: it
+# learns how colours are distributed given the grey image, and on a world whose colours cannot be
+# told from the grey image it can only guess them. The paper tunes stage II with REINFORCE on the
 # **colourfulness** of the decoded image (Hasler & Süsstrunk; paper: 0.41 → 1.79, "improves
 # color diversity and saturation").
 #
