@@ -65,10 +65,10 @@ def main() -> None:
     rel = float(np.max(np.abs(got - want) / np.maximum(want, 1e-12)))
     assert rel <= 1e-6, f"JAX float32 colourfulness differs from NumPy float64: {rel:.3g}"
 
-    optimizer = nnx.Optimizer(nnx.clone(model), optax.adafactor(cfg.tune.lr), wrt=nnx.Param)
+    live = nnx.clone(model)
+    optimizer = nnx.Optimizer(live, optax.adafactor(cfg.tune.lr), wrt=nnx.Param)
     step = steps.make_rl_step(task, cfg.rl)
     rl_batch = {**batch, "tokens": tokens[:, 0]}
-    live = optimizer.model
 
     def rl_step():
         m = step(live, optimizer, rl_batch, key)
