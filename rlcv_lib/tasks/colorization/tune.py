@@ -27,8 +27,8 @@ tune colorization`` run)::
   (``select``; the MLE model, step 0, is a candidate). The test split is not read while
   choosing.
 * **Rows** (:func:`evaluate_models`): each model greedy and at temperature 1 (one sample per
-  test image, a fixed key): greedy decoding of the MLE model is the near-zero-temperature
-  decoding that gives dull colourizations (big_vision issue #19); beside them the reference
+  test image, a fixed key): greedy decoding is the near-zero-temperature decoding that gave
+  UViM's released colorizer grey images (big_vision issue #19); beside them the reference
   rows truth, dull bound and best in-palette recolouring
   (:mod:`rlcv_lib.tasks.colorization.references`), the control ``MLE as long``, and each run's
   last update (``"<run>, last update"``, a diagnostic: what the reward alone made of the model

@@ -265,9 +265,9 @@ def evaluate_predictions(task: Stage2Task, tokens: np.ndarray, batch: Mapping[st
 def make_evaluator(task: Stage2Task, val: ev.Split, seed: int = 0):
     """``fn(model, step) -> metrics`` on the validation scenes: the judges and reward of greedy
     decoding (``<metric>``) and of one sample per image at temperature 1 drawn with a fixed key
-    (``<metric>_sampled``: near-zero temperature gives dull colourizations, big_vision issue
-    #19), the greedy codes' agreement with stage I's (``code_accuracy``) and the teacher-forced
-    NLL of stage I's codes (``nll_code``, nats per token)."""
+    (``<metric>_sampled``: near-zero temperature gave UViM's released colorizer grey images,
+    big_vision issue #19), the greedy codes' agreement with stage I's (``code_accuracy``) and
+    the teacher-forced NLL of stage I's codes (``nll_code``, nats per token)."""
     batch = task.batch(val.batch)
     truth = tokens_of(task.codes(batch))
     key = jax.random.key(ev.seed_for(seed, "eval"))
