@@ -61,16 +61,7 @@ def make_task(cfg: Any, cache_dir: str | None = None, stage1_model: Any = None
     """Colorization's stage II task of ``cfg``: its frozen stage I model is ``stage1_model``, else
     the shipped one (or, with none shipped for the preset, stage I trained here first)."""
     s1 = col.make_stage1_task(cfg, cache_dir)
-    if cfg.model.image_size != cfg.world.image_size:
-        raise ValueError(f"model.image_size={cfg.model.image_size} differs from "
-                         f"world.image_size={cfg.world.image_size}")
-    if stage1_model is None:
-        from rlcv_lib.core import shipped
-
-        # the shipped stage I even under run.from_scratch (which retrains the tuned stage II)
-        stage1_model = shipped.load_or_pretrain(
-            col.STAGE1_RECIPE, cfg.override({"run.from_scratch": False}), None, stage="stage1",
-            cache_dir=cache_dir, progress=False).model
+    stage1_model = stage2.frozen_stage1(col.STAGE1_RECIPE, cfg, cache_dir, stage1_model)
     weights = cfg.colorization.luma
     return stage2.Stage2Task(
         name="colorization", stage1=s1, frozen=stage1_model,

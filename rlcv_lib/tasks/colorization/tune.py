@@ -132,17 +132,19 @@ def selection(metrics: Mapping[str, float], floor: Mapping[str, float]) -> float
 
 def make_tune_eval(task: stage2.Stage2Task, val: ev.Split, cfg: Any, key: jax.Array,
                    keeper: ev.BestState | None = None, floor: Mapping[str, float] | None = None):
-    """``fn(model, step) -> metrics`` on ``val``: ``reward_sampled`` (mean reward of
-    ``rl.num_samples`` samples per image drawn with ``key``: what REINFORCE maximises), the
-    judges of each image's first sample, the greedy decoding's colourfulness
+    """``fn(model, step) -> metrics`` on ``val``: ``reward_sampled`` (the mean reward of
+    ``task``, the plain colourfulness, of ``rl.num_samples`` samples per image drawn with
+    ``key``; the guarded run's own reward adds its luma penalty), the judges of each image's
+    first sample, the greedy decoding's colourfulness
     (``colourfulness_greedy``), and with ``floor`` the checkpoint choice's ``select``
     (:func:`selection`), offered to ``keeper``."""
     batch = task.batch(val.batch)
 
     def evaluate(model, step: int = 0) -> dict[str, float]:
         samples = ev.sample(model, task, batch["image"], cfg.rl.num_samples, key)
-        rewards, _ = task.reward(samples, batch)
-        first = task.decode(samples[:, 0], batch["context"])["rgb"]
+        decoded = task.decode(samples, batch["context"])["rgb"]  # [B,N,H,W,3], decoded once
+        rewards = task.score({"rgb": decoded.reshape(-1, *decoded.shape[2:])}, {})
+        first = decoded[:, 0]
         greedy = task.decode(ev.decode(model, task, batch["image"]), batch["context"])["rgb"]
         metrics = {"reward_sampled": float(rewards.mean()),
                    **judge_images(first, batch, val, cfg),

@@ -234,6 +234,23 @@ class Stage2Task:
         return np.asarray(self.score(flat, rep), np.float64).reshape(b, n), {}
 
 
+def frozen_stage1(recipe: Recipe, cfg: Any, cache_dir: str | None = None,
+                  model: Any = None) -> Any:
+    """The frozen stage I model of a task's stage II: ``model`` if given, else the shipped stage
+    I of ``cfg``'s preset (trained here first where none is shipped), even under
+    ``run.from_scratch`` (which retrains the tuned stage II, not stage I). Raises ValueError
+    when ``cfg.model`` and ``cfg.world`` differ in image size."""
+    if cfg.model.image_size != cfg.world.image_size:
+        raise ValueError(f"model.image_size={cfg.model.image_size} differs from "
+                         f"world.image_size={cfg.world.image_size}")
+    if model is not None:
+        return model
+    from rlcv_lib.core import shipped
+
+    return shipped.load_or_pretrain(recipe, cfg.override({"run.from_scratch": False}), None,
+                                    stage="stage1", cache_dir=cache_dir, progress=False).model
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage II as a pretraining recipe.
 
