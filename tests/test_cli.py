@@ -32,7 +32,6 @@ def test_help_exits_zero_and_lists_the_choices(capsys, argv):
 @pytest.mark.parametrize("argv,message", [
     (["tune", "nope", "cpu"], "unknown task 'nope'; choose one of ['toy', 'scenes_encoder', "
                               "'detection', 'captioning', 'colorization', 'panoptic']"),
-    (["tune", "panoptic", "cpu"], "task 'panoptic' has no tuning entry point"),
     (["tune", "detection", "cpux"], "unknown preset 'cpux'"),
     (["tune", "detection", "cpu", "tune.nope=1"], "unknown config field 'tune.nope'"),
     (["tune", "detection", "cpu", "tune.lr=fast"], "tune.lr must be float, got 'fast'"),

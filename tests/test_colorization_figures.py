@@ -22,8 +22,3 @@ def test_before_after_titles_each_column_with_its_colourfulness():
     assert titles[0] == "grey\nM = 0.00" and titles[1].startswith("red\nM = ")
     assert len(fig.axes) == 4
 
-
-def test_tuning_curves_one_panel_per_metric():
-    curve = [{"model": m, "step": s, "a": s, "b": -s} for m in ("x", "y") for s in (0, 10)]
-    fig = cf.tuning_curves_figure(curve, {"x": 10}, [("a", "A"), ("b", "B")])
-    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3  # two curves and the chosen step

@@ -56,3 +56,25 @@ def test_tuning_seeds_its_own_stream():
 
     assert ev.seed_for(3, "tune") != ev.seed_for(3, "pretrain")
     assert ev.seed_for(3, "tune") - 3 == ev.SEED_OFFSETS["tune"]
+
+
+def test_tune_and_select_loads_the_best_evaluation_and_keeps_the_last(tmp_path):
+    cfg = _cfg()
+    task = dp.RECIPE.make_task(cfg, None)
+    model = build_model(cfg.model, task, seed=0)
+    scores = {0: 0.5, 1: 0.9, 2: 0.1}  # the best at update 1
+
+    def make_eval(keeper):
+        def evaluate(m, step):
+            metrics = {"score": scores[step]}
+            keeper.offer(m, step, metrics)
+            return metrics
+        return evaluate
+
+    run = tuning.tune_and_select(dp.RECIPE, cfg, model, task, tmp_path / "t", name="x",
+                                 select_on="score", make_eval=make_eval, train_size=16,
+                                 progress=False)
+    assert (run.name, run.best_step, run.best_value) == ("x", 1, 0.9)
+    assert run.model is model
+    chosen, last = _params(run.model), _params(run.last)
+    assert any(not np.array_equal(a, b) for a, b in zip(chosen, last, strict=True))

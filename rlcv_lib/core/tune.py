@@ -16,16 +16,21 @@ One call, the same for every task that has a :class:`~rlcv_lib.core.pretrain.Rec
   after warm-up, as the paper).
 * **Curve**: ``eval_fn(model, step)`` every ``tune.eval_every`` updates and at step 0, recorded
   in the history with ``kind="eval"``; checkpoints and exact resume in ``workdir``.
+* **Checkpoint choice** (:func:`tune_and_select`): every evaluation is offered to a
+  :class:`~rlcv_lib.core.evaluate.BestState` on disk; after the run the best one on validation
+  is loaded (step 0, the starting model, is a candidate), and the last update kept beside it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import optax
+from flax import nnx
 
 from rlcv_lib.core import evaluate, optim, steps, train
 from rlcv_lib.core.history import History
@@ -65,3 +70,37 @@ def tune(recipe: Recipe, cfg: Any, model: Any, task: Any, workdir: str | Path | 
                        desc=desc or f"{recipe.name} REINFORCE ({cfg.rl.baseline})",
                        mesh=mesh, **train.fit_kwargs(tcfg))
     return TuneResult(model=model, history=result.history, seconds=result.seconds)
+
+
+@dataclasses.dataclass
+class Tuned:
+    """One tuning run and the checkpoint chosen on validation."""
+
+    name: str
+    model: Any
+    """The chosen parameters (loaded after tuning)."""
+    history: History
+    seconds: float
+    best_step: int
+    best_value: float
+    """The choice's metric at ``best_step``."""
+    last: Any = None
+    """The model at the run's last update (a diagnostic when it is not the chosen one)."""
+
+
+def tune_and_select(recipe: Recipe, cfg: Any, model: Any, task: Any, workdir: str | Path, *,
+                    name: str, select_on: str,
+                    make_eval: Callable[[evaluate.BestState], Callable[..., dict[str, float]]],
+                    **kwargs: Any) -> Tuned:
+    """:func:`tune` of ``model`` (in place) in ``workdir`` (resumable) with the evaluation
+    ``make_eval(keeper)`` (which offers each evaluation to ``keeper``), then the evaluation
+    with the highest ``select_on`` loaded into ``model``. ``kwargs`` go to :func:`tune`."""
+    workdir = Path(workdir)
+    keeper = evaluate.BestState(select_on, workdir / "best", workdir / "history.jsonl")
+    try:
+        run = tune(recipe, cfg, model, task, workdir, eval_fn=make_eval(keeper), **kwargs)
+        last = nnx.clone(model)
+        best = keeper.restore(model)
+    finally:
+        keeper.close()
+    return Tuned(name, model, run.history, run.seconds, best, keeper.value, last)

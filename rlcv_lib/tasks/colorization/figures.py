@@ -1,14 +1,14 @@
 """Colorization's figures: the same test images before and after tuning (the paper's Figure 1c
-analog), and the validation curves during tuning."""
+analog); the validation curves during tuning are UViM's shared :func:`tuning_curves_figure`."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from rlcv_lib.tasks.colorization.reward import colourfulness
+from rlcv_lib.tasks.uvim.figures import tuning_curves_figure  # noqa: F401 (shared)
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
@@ -34,26 +34,5 @@ def before_after_figure(columns: Mapping[str, np.ndarray], indices: Sequence[int
             ax.set_title(f"{name}\nM = {m:.2f}" if r == 0 else f"M = {m:.2f}", fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def tuning_curves_figure(curve: Sequence[Mapping[str, Any]], best_step: Mapping[str, int],
-                         keys: Sequence[tuple[str, str]]):
-    """One panel per ``(metric, label)`` of ``keys``: each run's validation curve (``curve``
-    rows ``{"model", "step", metric...}``), the chosen step dotted."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.1), squeeze=False)
-    for ax, (key, label) in zip(axes[0], keys, strict=True):
-        for j, name in enumerate(dict.fromkeys(r["model"] for r in curve)):
-            rows = [r for r in curve if r["model"] == name]
-            ax.plot([r["step"] for r in rows], [r[key] for r in rows], "o-", ms=3,
-                    color=f"C{j}", label=name)
-            if name in best_step:
-                ax.axvline(best_step[name], color=f"C{j}", ls=":", lw=1)
-        ax.set(xlabel="REINFORCE update", ylabel=label)
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Validation during tuning (dotted: the chosen checkpoint)", fontsize=10)
     fig.tight_layout()
     return fig

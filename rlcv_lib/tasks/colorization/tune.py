@@ -50,7 +50,6 @@ from flax import nnx
 from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import shipped
 from rlcv_lib.core import tune as tuning
-from rlcv_lib.core.history import History
 from rlcv_lib.tasks.colorization import pretrain as cp
 from rlcv_lib.tasks.colorization import references as refs
 from rlcv_lib.tasks.colorization import task as col
@@ -158,37 +157,16 @@ def make_tune_eval(task: stage2.Stage2Task, val: ev.Split, cfg: Any, key: jax.Ar
     return evaluate
 
 
-@dataclasses.dataclass
-class Tuned:
-    """One tuning run and the checkpoint chosen on validation."""
-
-    name: str
-    model: Any
-    history: History
-    seconds: float
-    best_step: int
-    best_value: float
-    last: Any = None
-    """The model at the run's last update (a diagnostic when it is not the chosen one)."""
-
-
 def tune_and_select(cfg: Any, model, task: stage2.Stage2Task, workdir: str | Path, name: str,
                     val: ev.Split, floor: Mapping[str, float], *, key: jax.Array,
-                    cache_dir: str | None = None, progress: bool = True) -> Tuned:
+                    cache_dir: str | None = None, progress: bool = True) -> tuning.Tuned:
     """Run ``name`` of :data:`RUNS` from ``model`` (in place) in ``workdir`` (resumable), then
     the checkpoint chosen on validation (module docstring) loaded into ``model``."""
-    workdir = Path(workdir)
-    keeper = ev.BestState("select", workdir / "best", workdir / "history.jsonl")
-    try:
-        run = tuning.tune(cp.STAGE2_RECIPE, cfg, model, task_for_run(task, cfg, name), workdir,
-                          eval_fn=make_tune_eval(task, val, cfg, key, keeper, floor),
-                          cache_dir=cache_dir, progress=progress,
-                          desc=f"colorization REINFORCE ({name})")
-        last = nnx.clone(model)
-        best = keeper.restore(model)
-    finally:
-        keeper.close()
-    return Tuned(name, model, run.history, run.seconds, best, keeper.value, last)
+    return tuning.tune_and_select(
+        cp.STAGE2_RECIPE, cfg, model, task_for_run(task, cfg, name), workdir, name=name,
+        select_on="select",
+        make_eval=lambda keeper: make_tune_eval(task, val, cfg, key, keeper, floor),
+        cache_dir=cache_dir, progress=progress, desc=f"colorization REINFORCE ({name})")
 
 
 def reference_rows(test: ev.Split, batch: Mapping[str, np.ndarray], cfg: Any
@@ -232,7 +210,7 @@ class ColorizationTuning:
     floor: dict[str, float]
     """The MLE model's validation luma PSNR (minus ``select_luma_drop``) and in-palette rate:
     the checkpoint choice's floors."""
-    runs: dict[str, Tuned]
+    runs: dict[str, tuning.Tuned]
     test: ev.Split
     rows: list[dict[str, Any]]
     images: dict[str, np.ndarray]

@@ -43,6 +43,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from rlcv_lib import models
+from rlcv_lib.config import ConfigError, tuning_field
 from rlcv_lib.core import train as train_lib
 from rlcv_lib.data import scenes
 from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
@@ -57,11 +58,40 @@ class PanopticConfig:
     max_instances: int = 8
     """N, the instance channel's ids 1..N (UViM: 100); segments beyond the first N in canonical
     order are void in the instance target (module docstring)."""
+    val_size: int = tuning_field(256)
+    """Validation scenes of the tuning curve, the checkpoint choice and the area filter's
+    threshold."""
+    size_edges: tuple[float, float] = tuning_field((0.01, 0.05))
+    """Predicted segments are ``small`` below the first fraction of the image's area, ``large``
+    from the second, ``medium`` between (:mod:`~rlcv_lib.tasks.panoptic.judges`)."""
+    min_area_candidates: tuple[int, ...] = tuning_field((0, 4, 8, 16, 32, 64, 128))
+    """Pixel thresholds of the control "MLE with a minimum-segment-area filter"; the one with
+    the best validation PQ of the MLE model's greedy decoding is used on test."""
+    mle_as_long: bool = tuning_field(True)
+    """Run the control "MLE trained on for as long as tuning took"."""
+    shown: int = tuning_field(6)
+    """Test images in the before/after figure."""
+
+    def __post_init__(self) -> None:
+        bad = []
+        if self.max_instances < 1:
+            bad.append(f"max_instances must be >= 1, got {self.max_instances}")
+        for name in ("val_size", "shown"):
+            if getattr(self, name) < 1:
+                bad.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        lo_hi = tuple(self.size_edges)
+        if len(lo_hi) != 2 or not 0 < lo_hi[0] < lo_hi[1] < 1:
+            bad.append(f"size_edges must be two fractions 0 < small < large < 1, got {lo_hi}")
+        if not self.min_area_candidates or min(self.min_area_candidates) < 0:
+            bad.append(f"min_area_candidates must be pixel counts >= 0, got "
+                       f"{tuple(self.min_area_candidates)}")
+        if bad:
+            raise ConfigError("invalid PanopticConfig: " + "; ".join(bad))
 
 
 PANOPTIC_PRESETS: dict[str, PanopticConfig] = {
     # at least max_objects + max_stuff_regions of each preset's world: no overflow there
-    "smoke": PanopticConfig(max_instances=10),
+    "smoke": PanopticConfig(max_instances=10, val_size=8, shown=3),
     "cpu": PanopticConfig(max_instances=8),
     "gpu": PanopticConfig(max_instances=24),
     "paper": PanopticConfig(max_instances=100),
@@ -79,6 +109,13 @@ TRAIN_PRESETS: dict[str, train_lib.TrainConfig] = {
     **train_lib.TRAIN_PRESETS,
     "cpu": dataclasses.replace(train_lib.TRAIN_PRESETS["cpu"], num_steps=4000, eval_every=500)}
 """Stage II's MLE ``train`` section per preset (cpu: as colorization's stage II)."""
+
+TUNE_PRESETS: dict[str, train_lib.TrainConfig] = {
+    **train_lib.TUNE_PRESETS,
+    "cpu": dataclasses.replace(train_lib.TUNE_PRESETS["cpu"], batch_size=16, num_steps=600,
+                               eval_every=100, ckpt_every=100)}
+"""Panoptic's ``tune`` section per preset. cpu: 600 updates of 16 images × ``rl.num_samples``
+at lr 1e-4 (the shared cpu value), evaluated every 100 (as colorization's)."""
 
 
 def num_semantic_channels(world: scenes.WorldConfig) -> int:
