@@ -4,6 +4,8 @@ judges, and the stage II batch keeping the ground truth, with an untrained stage
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rlcv_lib import config
 from rlcv_lib.core import evaluate as ev
@@ -64,3 +66,20 @@ def test_detokenize_of_tokenize_is_stage1s_reconstruction(task, val):
                                         batch["context"])
     for k in ("semantics", "instances"):
         np.testing.assert_array_equal(decoded[k], np.asarray(forward[k]))
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_code_sequence_decodes_to_valid_segments_with_a_defined_reward(task, val, data):
+    batch = task.batch(val.batch)
+    b, length = 2, task.max_len
+    codes = st.lists(st.integers(0, task.vocab_size - 1), min_size=b * length,
+                     max_size=b * length)
+    tokens = np.asarray(data.draw(codes), np.int32).reshape(b, length)
+    sub = {k: v[:b] for k, v in batch.items()}
+    pred_map, pred_cat = pp.segments(task.decode(tokens, sub["context"]))
+    c = batch["semantics"].shape[-1] - 1
+    reward.check_inputs(pred_map, pred_cat, *(sub[k] for k in pp.GROUND_TRUTH), c)  # valid
+    got = pp.score(task.decode(tokens, sub["context"]), sub)
+    assert got.shape == (b,) and np.all(np.isfinite(got)) and np.all((got >= 0) & (got <= 1))
