@@ -9,7 +9,9 @@
   shipped MLE model, the checkpoint chosen on validation, the test rows; the result is written
   as JSON (``--out``, default ``<workdir>/seed<N>.json``).
 * ``seeds``: ``tune`` for each of ``--seeds``, one JSON file per seed and ``summary.json`` with
-  the spread of every test number over the seeds (:func:`rlcv_lib.core.evaluate.seed_spread`).
+  the spread of every test number over the seeds (:func:`rlcv_lib.core.evaluate.seed_spread`):
+  those run now and the earlier seed files of the same experiment in ``--out``
+  (:func:`gather_seeds`), so ``--seeds 0`` after ``--seeds 1 2`` completes a three-seed spread.
 
 ``key=value`` arguments override config fields (dotted or unambiguous bare names, as in
 notebooks). An unknown task, preset, stage or field fails with a message naming it.
@@ -22,7 +24,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +191,31 @@ def seeds_summary(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "gains": gains}
 
 
+def _same_experiment(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A result's config without what differs between the seeds of one experiment."""
+    run = {k: v for k, v in config.get("run", {}).items() if k not in ("seed", "progress")}
+    return {**config, "run": run}
+
+
+def gather_seeds(out: Path, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``results`` and every other ``seed*.json`` in ``out`` of the same task, preset, start and
+    config (``run.seed`` and ``run.progress`` aside), by seed: a spread can grow one seed run
+    at a time. Files of another experiment are left out, each named on stdout."""
+    first = results[0]
+    key = (first["task"], first["preset"], first.get("start"), _same_experiment(first["config"]))
+    by_seed = {r["seed"]: r for r in results}
+    for path in sorted(out.glob("seed*.json")):
+        other = json.loads(path.read_text())
+        if other.get("seed") in by_seed:
+            continue
+        if (other.get("task"), other.get("preset"), other.get("start"),
+                _same_experiment(other.get("config", {}))) != key:
+            _print({"left out of the summary (another experiment)": str(path)})
+            continue
+        by_seed[other["seed"]] = other
+    return [by_seed[k] for k in sorted(by_seed)]
+
+
 def cmd_seeds(args: argparse.Namespace) -> None:
     overrides = parse_overrides(args.overrides)
     spec, cfg0 = resolve(args.task, args.preset, overrides, args.seeds[0])
@@ -202,7 +229,7 @@ def cmd_seeds(args: argparse.Namespace) -> None:
         results.append(tune_one(spec, cfg, workdir, start=args.start,
                                 cache_dir=args.cache or str(workdir / "scenes_cache"),
                                 out=out / f"seed{seed}.json", mesh=mesh))
-    summary = seeds_summary(results)
+    summary = seeds_summary(gather_seeds(out, results))
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
     _print({"summary": str(out / "summary.json"), "gains": summary["gains"]})
 

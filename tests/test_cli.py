@@ -112,6 +112,20 @@ def test_seeds_summary_on_hand_built_results():
     assert out["gains"]["truth"]["mAP"]["mean"] == pytest.approx(0.6)
 
 
+def test_gather_seeds_adds_earlier_seeds_of_the_same_experiment_only(tmp_path):
+    def result(seed, lr=1e-4, task="detection"):
+        return {"task": task, "preset": "smoke", "seed": seed, "start": None,
+                "config": {"run": {"seed": seed, "progress": seed % 2 == 0}, "tune": {"lr": lr}}}
+
+    (tmp_path / "seed0.json").write_text(json.dumps(result(0)))
+    (tmp_path / "seed5.json").write_text(json.dumps(result(5, lr=3e-4)))  # another recipe
+    (tmp_path / "seed6.json").write_text(json.dumps(result(6, task="captioning")))
+    (tmp_path / "seed1.json").write_text(json.dumps(result(1, lr=9.0)))  # rerun below
+    got = cli.gather_seeds(tmp_path, [result(2), result(1)])
+    assert [r["seed"] for r in got] == [0, 1, 2]
+    assert got[1]["config"]["tune"]["lr"] == 1e-4  # the run of now, not the older file
+
+
 def test_python_dash_m_runs_the_command_line():
     done = subprocess.run([sys.executable, "-m", "rlcv_lib", "tune", "nope", "cpu"],
                           capture_output=True, text=True, timeout=120)
