@@ -63,7 +63,6 @@ import numpy as np
 
 from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import shipped
-from rlcv_lib.data import scenes
 from rlcv_lib.tasks.panoptic import figures as pfig
 from rlcv_lib.tasks.panoptic import pretrain as pp
 from rlcv_lib.tasks.panoptic import task as pan
@@ -235,7 +234,7 @@ columns = {"MLE": result.segments["MLE, greedy"],
            "truth": (batch["gt_map"], batch["gt_category"])}
 fig = pfig.before_after_figure(result.test.batch["image"], columns, gt,
                                range(min(cfg.panoptic.shown, len(batch["image"]))),
-                               scenes.categories(cfg.world))
+                               pan.categories(cfg.world, cfg.panoptic))
 ctx.save_figure(fig, "panoptic_before_after.png")
 plt.show()
 

@@ -122,7 +122,42 @@ def test_presets_hold_every_segment_of_their_world():
         assert _max_instances(name) >= w.max_objects + w.max_stuff_regions
         assert pt.VQVAE_PANOPTIC_PRESETS[name].targets == (
             ("semantics", len(scenes.categories(w)) + 1), ("instances", _max_instances(name) + 1))
-    assert _max_instances("paper") == 100
+    # the paper preset: UViM's release, 133 COCO categories + void and 100 instance channels
+    assert pt.VQVAE_PANOPTIC_PRESETS["paper"].targets == (("semantics", 134), ("instances", 100))
+
+
+def test_coco_categories_are_80_things_then_53_stuff_numbered_as_the_adapter_does():
+    cats = pt.categories(scenes.WORLD_PRESETS["paper"], pt.PANOPTIC_PRESETS["paper"])
+    assert [c["id"] for c in cats] == list(range(1, 134))
+    assert [c["isthing"] for c in cats] == [1] * 80 + [0] * 53
+    assert pt.categories(scenes.WORLD_PRESETS["cpu"], pt.PANOPTIC_PRESETS["cpu"]) == \
+        scenes.categories(scenes.WORLD_PRESETS["cpu"])
+    with pytest.raises(config.ConfigError, match="categories must be 'world' or 'coco'"):
+        pt.PanopticConfig(categories="ade20k")
+
+
+def test_coco_panoptic_through_the_adapter_gives_the_released_stage1_targets():
+    """TFDS coco/2017_panoptic mock records -> the adapter -> collate -> stage I batch with the
+    release's channels; crowd segments reach the ground truth."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from rlcv_lib.data import adapters
+
+    adapters.coco_without_tensorflow()
+    with tfds.testing.mock_data(num_examples=4):
+        source = adapters.TfdsSource("coco/2017_panoptic", "train")
+        examples = [source[i] for i in range(4)]
+    for ex in examples:  # mock data draws at random: at most 99 segments, one crowd
+        ex["segments"] = ex["segments"][:99]
+        for seg in ex["segments"]:
+            seg["iscrowd"] = int(ex is examples[0] and seg is ex["segments"][0])
+    batch = pipeline.collate(examples, image_size=32)
+    paper = pt.PANOPTIC_PRESETS["paper"]
+    s1 = pt.stage1_batch(batch, 133, paper.max_instances)
+    assert s1["semantics"].shape == (4, 32, 32, 134) and s1["instances"].shape == (4, 32, 32, 100)
+    assert s1["image"].min() >= -1 and s1["image"].max() <= 1
+    assert batch["seg_iscrowd"][0, 0] and not batch["seg_iscrowd"][1:].any()
+    first = batch["seg_id"][0, 0]
+    assert s1["gt_crowd"][0, 0] == bool(np.any(batch["panoptic"][0] == first))
 
 
 def test_bad_inputs_name_the_problem():

@@ -15,7 +15,8 @@ A batch (``collate``) holds, for ``B`` examples and images resized to ``S``×``S
 * ``boxes`` float32 [B,M,4] (normalised, zero-padded), ``labels`` int32 [B,M] (-1 padded),
   ``num_boxes`` int32 [B];
 * ``panoptic`` int32 [B,S,S] (nearest-neighbour resized) and its segments as ``seg_id``,
-  ``seg_category``, ``seg_isthing``, ``seg_area`` [B,Q] (zero-padded; areas at the source size);
+  ``seg_category``, ``seg_isthing``, ``seg_iscrowd``, ``seg_area`` [B,Q] (zero-padded; areas at
+  the source size; the scenes have no crowd, COCO does);
 * ``captions`` object [B,5] of str.
 
 Resizing is to a square (normalised boxes are unchanged by it); real datasets with other
@@ -115,6 +116,7 @@ def collate(examples: Sequence[dict[str, Any]], *, image_size: int | None = None
     num_boxes = np.zeros(b, np.int32)
     segs = {k: np.zeros((b, q), np.int32) for k in ("seg_id", "seg_category", "seg_area")}
     segs["seg_isthing"] = np.zeros((b, q), np.bool_)
+    segs["seg_iscrowd"] = np.zeros((b, q), np.bool_)
     for i, e in enumerate(examples):
         k = len(e["labels"])
         if k > m:
@@ -126,6 +128,7 @@ def collate(examples: Sequence[dict[str, Any]], *, image_size: int | None = None
         for j, s in enumerate(e["segments"]):
             segs["seg_id"][i, j], segs["seg_category"][i, j] = s["id"], s["category_id"]
             segs["seg_area"][i, j], segs["seg_isthing"][i, j] = s["area"], bool(s["isthing"])
+            segs["seg_iscrowd"][i, j] = bool(s.get("iscrowd", 0))
     captions = np.empty((b, 5), object)
     for i, e in enumerate(examples):
         caps = list(e["captions"])[:5]

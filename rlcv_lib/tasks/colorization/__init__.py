@@ -2,8 +2,10 @@
 world with headroom it runs on), ``references`` (truth, dull bound, best in-palette
 recolouring, and the in-palette and hue judges), ``task`` (config, grey input, UViM stage I),
 ``pretrain`` (stage II), ``tune`` (plain and guarded tuning, the test rows), ``figures``.
-Notebook: ``05_colorization``. Not built yet: the ``paper`` preset on ImageNet and a loader of
-big_vision's released checkpoints."""
+Notebook: ``05_colorization``. The ``paper`` preset has UViM's sizes and grey conversion, so
+big_vision's released checkpoints load into it (:mod:`rlcv_lib.tasks.uvim.released`, target
+``rgb`` = the release's ``color``); pretraining, tuning and evaluation read only the scenes world
+so far (``imagenet2012`` has an adapter, not yet a run on it)."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 

@@ -3,8 +3,11 @@ quality with panopticapi's rules), ``task`` (config, the one-hot semantic and in
 of UViM's stage I and their decoding into segments, UViM stage I pretraining), ``pretrain``
 (stage II: the code generator and its MLE), ``judges`` (panopticapi's PQ/SQ/RQ, incoherent
 segments by size, the area filter), ``tune`` (per-image PQ tuning and its controls) and
-``figures``. Notebook: ``06_panoptic``. Not built yet: the ``paper`` preset on
-``coco/2017_panoptic`` and a loader of big_vision's released UViM checkpoints."""
+``figures``. Notebook: ``06_panoptic``. The ``paper`` preset has UViM's sizes and COCO
+panoptic's 133 categories, so big_vision's released checkpoints load into it
+(:mod:`rlcv_lib.tasks.uvim.released`); ``coco/2017_panoptic`` reaches its stage I batches
+through :mod:`rlcv_lib.data.adapters`, but pretraining, tuning and evaluation read only the
+scenes world so far."""
 
 from rlcv_lib.tasks import Stage, TaskSpec
 

@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 
 from rlcv_lib import models
-from rlcv_lib.config import ConfigError, tuning_field
+from rlcv_lib.config import ConfigError, added_field, tuning_field
 from rlcv_lib.core import train as train_lib
 from rlcv_lib.data import scenes
 from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
@@ -56,8 +57,12 @@ class PanopticConfig:
     """The panoptic task."""
 
     max_instances: int = 8
-    """N, the instance channel's ids 1..N (UViM: 100); segments beyond the first N in canonical
-    order are void in the instance target (module docstring)."""
+    """N, the instance channel's ids 1..N (UViM: 100 channels with void, so N = 99); segments
+    beyond the first N in canonical order are void in the instance target (module docstring)."""
+    categories: Literal["world", "coco"] = added_field("world")
+    """Where the categories come from (:func:`categories`): ``world``, the scenes world's
+    things and stuff; ``coco``, COCO panoptic's 133 (80 things then 53 stuff, in the order of
+    TFDS ``coco/2017_panoptic``'s labels, which the adapter numbers 1..133)."""
     val_size: int = tuning_field(256)
     """Validation scenes of the tuning curve, the checkpoint choice and the area filter's
     threshold."""
@@ -74,6 +79,8 @@ class PanopticConfig:
 
     def __post_init__(self) -> None:
         bad = []
+        if self.categories not in ("world", "coco"):
+            bad.append(f"categories must be 'world' or 'coco', got {self.categories!r}")
         if self.max_instances < 1:
             bad.append(f"max_instances must be >= 1, got {self.max_instances}")
         for name in ("val_size", "shown"):
@@ -94,7 +101,8 @@ PANOPTIC_PRESETS: dict[str, PanopticConfig] = {
     "smoke": PanopticConfig(max_instances=10, val_size=8, shown=3),
     "cpu": PanopticConfig(max_instances=8),
     "gpu": PanopticConfig(max_instances=24),
-    "paper": PanopticConfig(max_instances=100),
+    # UViM's release: 133 COCO categories + void, 100 instance channels (void + 99 ids)
+    "paper": PanopticConfig(max_instances=99, categories="coco"),
 }
 
 MODEL_PRESETS: dict[str, models.ModelConfig] = {
@@ -118,23 +126,41 @@ TUNE_PRESETS: dict[str, train_lib.TrainConfig] = {
 at lr 1e-4 (the shared cpu value), evaluated every 100 (as colorization's)."""
 
 
-def num_semantic_channels(world: scenes.WorldConfig) -> int:
-    """C + 1: the world's categories and void (0)."""
-    return len(scenes.categories(world)) + 1
+COCO_THINGS, COCO_STUFF = 80, 53
+"""COCO panoptic's categories: 80 things, then 53 stuff (TFDS ``coco/2017_panoptic``)."""
+
+
+def categories(world: scenes.WorldConfig, cfg: PanopticConfig) -> list[dict]:
+    """The COCO-style category dicts (``id``, ``name``, ``isthing``, ...) of the task: the
+    scenes world's, or COCO panoptic's (``panoptic.categories``). TFDS gives COCO's labels
+    without names, so those are named by label (``coco_label_<i>``, id i + 1); panopticapi
+    reads only ids and ``isthing``."""
+    if cfg.categories == "world":
+        return scenes.categories(world)
+    return [{"id": i + 1, "name": f"coco_label_{i}", "supercategory": "coco",
+             "isthing": int(i < COCO_THINGS), "color": [0, 0, 0]}
+            for i in range(COCO_THINGS + COCO_STUFF)]
+
+
+def num_semantic_channels(world: scenes.WorldConfig, cfg: PanopticConfig) -> int:
+    """C + 1: the task's categories and void (0)."""
+    return len(categories(world, cfg)) + 1
 
 
 def panoptic_targets(world: scenes.WorldConfig, cfg: PanopticConfig
                      ) -> tuple[tuple[str, int], ...]:
     """The ``vqvae.targets`` of panoptic stage I: semantics (C + 1) and instances (N + 1)."""
-    return (("semantics", num_semantic_channels(world)), ("instances", cfg.max_instances + 1))
+    return (("semantics", num_semantic_channels(world, cfg)),
+            ("instances", cfg.max_instances + 1))
 
 
 VQVAE_PANOPTIC_PRESETS: dict[str, VQVAEConfig] = {
     name: dataclasses.replace(cfg, targets=panoptic_targets(scenes.WORLD_PRESETS[name],
                                                             PANOPTIC_PRESETS[name]))
     for name, cfg in VQVAE_PRESETS.items()}
-"""The ``vqvae`` section for panoptic: the two one-hot targets sized from each preset's world
-and ``max_instances``."""
+"""The ``vqvae`` section for panoptic: the two one-hot targets sized from each preset's
+categories and ``max_instances`` (``paper``: 134 and 100 channels, the release's, so that its
+stage I file loads: :mod:`rlcv_lib.tasks.uvim.released`)."""
 
 
 # ---------------------------------------------------------------------------------------------

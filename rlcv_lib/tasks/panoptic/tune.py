@@ -46,9 +46,9 @@ from flax import nnx
 from rlcv_lib.core import evaluate as ev
 from rlcv_lib.core import shipped
 from rlcv_lib.core import tune as tuning
-from rlcv_lib.data import scenes
 from rlcv_lib.tasks.panoptic import judges
 from rlcv_lib.tasks.panoptic import pretrain as pp
+from rlcv_lib.tasks.panoptic import task as pan
 from rlcv_lib.tasks.uvim import stage2
 
 RUN = "tuned"
@@ -73,8 +73,8 @@ def run_dirs(workdir: str | Path) -> dict[str, Path]:
 
 
 def num_categories(cfg: Any) -> int:
-    """C: the categories of ``cfg``'s world (semantic channel c is category c, 0 void)."""
-    return len(scenes.categories(cfg.world))
+    """C: the task's categories (semantic channel c is category c, 0 void)."""
+    return len(pan.categories(cfg.world, cfg.panoptic))
 
 
 def predicted_segments(task: stage2.Stage2Task, tokens: np.ndarray,
@@ -135,7 +135,8 @@ def oracle_tokens(task: stage2.Stage2Task, batch: Mapping[str, np.ndarray]) -> n
 def row_of(pred: tuple[np.ndarray, np.ndarray], batch: Mapping[str, np.ndarray],
            split: ev.Split, cfg: Any) -> dict[str, float]:
     """One test row: panopticapi's metrics and the mean per-image judges of ``pred``."""
-    return {**judges.panopticapi_metrics(split.examples, *pred, scenes.categories(cfg.world)),
+    return {**judges.panopticapi_metrics(split.examples, *pred,
+                                          pan.categories(cfg.world, cfg.panoptic)),
             **judge_segments(*pred, batch, cfg)}
 
 
