@@ -46,7 +46,7 @@ import numpy as np
 from rlcv_lib import models
 from rlcv_lib.config import ConfigError, added_field, tuning_field
 from rlcv_lib.core import train as train_lib
-from rlcv_lib.data import scenes
+from rlcv_lib.data import adapters, scenes
 from rlcv_lib.models.vqvae import VQVAE_PRESETS, VQVAEConfig
 from rlcv_lib.tasks.panoptic import reward
 from rlcv_lib.tasks.uvim import stage1
@@ -126,8 +126,10 @@ TUNE_PRESETS: dict[str, train_lib.TrainConfig] = {
 at lr 1e-4 (the shared cpu value), evaluated every 100 (as colorization's)."""
 
 
-COCO_THINGS, COCO_STUFF = 80, 53
-"""COCO panoptic's categories: 80 things, then 53 stuff (TFDS ``coco/2017_panoptic``)."""
+COCO_THINGS = adapters.DATASETS["coco/2017_panoptic"]["num_things"]
+COCO_STUFF = 53
+"""COCO panoptic's categories: 80 things (the adapter's count), then 53 stuff (TFDS
+``coco/2017_panoptic``'s 133 labels)."""
 
 
 def categories(world: scenes.WorldConfig, cfg: PanopticConfig) -> list[dict]:
