@@ -2,6 +2,7 @@
 
     python -m rlcv_lib.reproduce run --preset cpu          # make reproduce
     python -m rlcv_lib.reproduce prepare --preset smoke --out DIR   # make test (nbval runs them)
+    python -m rlcv_lib.reproduce results --preset cpu      # RESULTS.md again, running nothing
     python -m rlcv_lib.reproduce list                      # the manifest, in order
 
 ``run`` executes each notebook into ``runs/<preset>/notebooks/`` and then writes
@@ -127,6 +128,17 @@ def run(preset: str, seed: int = 0, from_scratch: bool = False,
     return doc
 
 
+def gather(preset: str) -> dict[str, Any]:
+    """Rewrites results.json and RESULTS.md from the fragments in ``preset``'s figures dir (in
+    manifest order; each notebook's seconds as its fragment recorded them)."""
+    _, figures = default_dirs(preset)
+    order = [s.name for s in load_manifest() if (figures / "results" / f"{s.name}.json").exists()]
+    doc = results.write(figures, order=order)
+    print(f"[reproduce] wrote {figures / 'results.json'} and {figures / 'RESULTS.md'} "
+          f"({len(doc['entries'])} numbers, {len(doc['claims'])} claims)")
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rlcv_lib.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     p_prep.add_argument("--preset", default="smoke", choices=config_lib.PRESETS)
     p_prep.add_argument("--seed", type=int, default=0)
     p_prep.add_argument("--out", type=Path, required=True)
+    p_res = sub.add_parser("results", help="rewrite results.json and RESULTS.md from the "
+                           "notebooks' fragments already in the figures dir (and, at cpu, the "
+                           "claims table from the committed seed runs), running nothing")
+    p_res.add_argument("--preset", default="cpu", choices=config_lib.PRESETS)
     sub.add_parser("list", help="print the manifest")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.preset, args.seed, args.from_scratch, args.only)
+    elif args.command == "results":
+        gather(args.preset)
     elif args.command == "prepare":
         for p in prepare(args.preset, args.out, args.seed):
             print(p)

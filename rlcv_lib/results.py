@@ -3,6 +3,8 @@
 Each notebook writes ``<figures>/results/<name>.json`` (:meth:`rlcv_lib.notebook.Context.finish`);
 this module merges them into one machine-readable file (one entry per reported number: task,
 metric, MLE value, tuned value, the paper's values, preset, seed, commit) and its table for people.
+At the cpu preset both also hold the paper's claims beside ours, with their verdicts
+(:mod:`rlcv_lib.claims`, from the committed seed runs under ``figures/seeds/``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from rlcv_lib import claims
 from rlcv_lib.notebook import git_commit
+
+CLAIMS_PRESET = "cpu"
+"""The preset whose results sit beside the paper's claims: the committed seed runs
+(``figures/seeds/``) are of the cpu preset."""
 
 
 def cpu_model() -> str:
@@ -97,6 +104,8 @@ def collect(figures: Path, order: list[str] | None = None,
                        "machine": f.get("machine", ""), "date": f.get("date", "")}
                       for f in chosen],
         "entries": entries,
+        "claims": (claims.evaluate_all(figures, entries) if presets == [CLAIMS_PRESET]
+                   else []),
     }
 
 
@@ -134,6 +143,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
                  ("mle", "tuned", "value", "paper_mle", "paper_tuned")), e["notebook"],
                  e.get("note", "")]
         lines.append("| " + " | ".join(cells) + " |")
+    if doc.get("claims"):
+        lines += ["", *claims.to_markdown(doc["claims"])]
     lines += ["", "| notebook | commit | machine | date | seconds | figures |",
               "|---|---|---|---|---|---|"]
     for nb in doc["notebooks"]:
